@@ -1,0 +1,61 @@
+# evloop: every target sets itself up (virtual environment, install, C build).
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+CSRC    := $(wildcard csrc/*.c csrc/*.h csrc/*.py)
+PYTEST  := $(VPY) -m pytest
+
+.PHONY: all build test test-c test-pure bench bench-quick microbench lint sanitize clean
+
+all: build
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(STAMP): $(VPY) pyproject.toml setup.py $(CSRC)
+	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -c 'import evloop.codec as c; assert c.IMPLEMENTATION == "c", c.IMPLEMENTATION'
+	touch $@
+
+build: $(STAMP)
+
+# The whole suite with the C codec (a failed C import is fatal), then the
+# codec-dependent suites again on the pure-Python twin.
+test: build
+	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py
+
+test-c: build
+	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
+
+test-pure: build
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(VPY) -m pip install -q -e '.[test,bench]' || echo "warning: bench extras (uvloop, matplotlib) failed to install; the benchmark runs without them"
+	touch $@
+
+# The main job: end-to-end throughput of evloop against its peers.
+bench: $(VENV)/.bench-installed
+	$(VPY) -m evloop.bench $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench-installed
+	$(VPY) -m evloop.bench --quick $(BENCH_ARGS)
+
+microbench: $(VENV)/.bench-installed
+	$(PYTEST) bench --benchmark-only -p no:cacheprovider
+
+lint: build
+	$(VPY) -m pip install -q -e '.[test,lint]'
+	$(VPY) -m ruff check evloop tests bench
+	$(VPY) -m ruff format --check evloop tests bench
+	$(VPY) -m mypy
+
+sanitize: build
+	$(MAKE) -C csrc sanitize PY=$(abspath $(VPY))
+
+clean:
+	rm -rf $(VENV) build *.egg-info evloop/_codec*.so evloop/_codec.c .hypothesis bench-results
+	$(MAKE) -C csrc clean

@@ -1,0 +1,35 @@
+"""evloop: a single-threaded epoll event loop, framed Pipes and supervised
+worker processes for Python on Linux. See README.md."""
+
+from __future__ import annotations
+
+from .conn import Conn, ConnStatistics
+from .errors import (
+    BufferFullError,
+    ConnClosedError,
+    ConnectError,
+    EvloopError,
+    LoopClosedError,
+    LoopRunningError,
+    PoolClosedError,
+    ProtocolError,
+    ReadLimitError,
+    RemoteError,
+    RequestTimeout,
+    SpawnError,
+    WorkerCrashed,
+    WorkerError,
+)
+from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
+from .server import Server, conn_pair, connect_tcp, connect_unix, listen_tcp, listen_unix
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Loop", "Handle", "TimerHandle", "LoopStatistics", "EVENT_READ", "EVENT_WRITE",
+    "Conn", "ConnStatistics",
+    "Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
+    "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
+    "ReadLimitError", "ConnectError", "ProtocolError", "WorkerError", "SpawnError",
+    "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError",
+]  # fmt: skip

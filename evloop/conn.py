@@ -1,0 +1,589 @@
+# evloop/conn.py
+#
+# Conn: one non-blocking stream fd (a socket, a socketpair end, or a pipe fd)
+# with a read buffer and a write buffer, driven by the Loop.
+#
+# Read side. Bytes are received with recv_into into one reusable bytearray;
+# `read()` shows the unconsumed bytes as a memoryview (no copy) and
+# `consume(n)` drops them. The buffer is never resized in place (a view may be
+# alive); it is compacted by memmove or replaced by a larger one. While more
+# than `read_limit` bytes are unconsumed the Conn drops EPOLLIN, so a fast
+# producer cannot grow a slow consumer's memory. `read_into(view, cb)` lets a
+# consumer (the Pipe, for large frames) have the kernel copy straight into a
+# buffer of its own.
+#
+# Write side. `write()` never blocks and never makes a syscall: small writes
+# are appended to a bytearray, large ones (>= 64 KiB) are queued by
+# reference, and the first write of a turn asks the Loop to flush this Conn
+# before it next polls, so everything written during a turn leaves in one
+# send()/sendmsg() gather. EPOLLOUT is held only while bytes are still waiting
+# for the kernel. Watermarks tell a producer to pause; a hard cap refuses a
+# write outright rather than grow without bound.
+#
+# Invariants: the fd is set to -1 the moment it is closed; `on_close` fires
+# exactly once, with None for an orderly close or the exception that ended the
+# Conn, always from a fresh loop callback (never re-entrantly from inside
+# write()/close()); no OSError from the socket escapes into the Loop.
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BufferFullError, ConnClosedError, ReadLimitError
+from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Loop
+
+__all__ = ["Conn", "ConnStatistics", "Buffer"]
+
+Buffer = bytes | bytearray | memoryview
+
+# Writes at least this large are queued by reference instead of copied.
+LARGE_WRITE = 64 * 1024
+# sendmsg() takes at most IOV_MAX (1024 on Linux) buffers per call.
+_IOV_MAX = 1024
+_FATAL_READ_ERRNOS = frozenset(
+    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EBADF}
+)
+
+
+@dataclass(frozen=True)
+class ConnStatistics:
+    bytes_in: int
+    bytes_out: int
+    reads: int
+    writes: int
+    read_buffered: int
+    write_buffered: int
+
+
+class Conn:
+    """A non-blocking stream on a Loop. See the module header.
+
+    Callbacks (attributes, settable at any time, or keyword arguments):
+      on_data(conn)          bytes arrived; look at conn.read(), conn.consume(n)
+      on_eof(conn) -> bool   the peer shut its write side; return True to keep
+                             the Conn open (half-close), else it is closed
+                             after flushing. Default: close.
+      on_close(exc)          the Conn is closed: exc is None for an orderly
+                             close, else the error that ended it. Exactly once.
+      on_pause_writing()     the write buffer went above high_water
+      on_resume_writing()    it drained to low_water or below
+    """
+
+    def __init__(
+        self,
+        loop: Loop,
+        sock: socket.socket | int,
+        *,
+        on_data: Callable[[Conn], Any] | None = None,
+        on_close: Callable[[BaseException | None], Any] | None = None,
+        on_eof: Callable[[Conn], bool | None] | None = None,
+        on_pause_writing: Callable[[], Any] | None = None,
+        on_resume_writing: Callable[[], Any] | None = None,
+        read_size: int = 256 * 1024,
+        read_limit: int = 1024 * 1024,
+        high_water: int = 1024 * 1024,
+        low_water: int | None = None,
+        write_cap: int = 128 * 1024 * 1024,
+        start_reading: bool = True,
+    ):
+        if read_size < 1024:
+            raise ValueError(f"read_size must be >= 1024, got {read_size}")
+        if read_limit < 1:
+            raise ValueError(f"read_limit must be >= 1, got {read_limit}")
+        if low_water is None:
+            low_water = high_water // 4
+        if not 0 <= low_water <= high_water <= write_cap:
+            raise ValueError(
+                f"need 0 <= low_water ({low_water}) <= high_water ({high_water})"
+                f" <= write_cap ({write_cap})"
+            )
+        self.loop = loop
+        if isinstance(sock, socket.socket):
+            sock.setblocking(False)
+            self._sock: socket.socket | None = sock
+            self._fd = sock.fileno()
+            self._recv_into = sock.recv_into
+        else:
+            os.set_blocking(sock, False)
+            self._sock = None
+            self._fd = sock
+            self._recv_into = self._readv_into
+        self.on_data = on_data
+        self.on_close = on_close
+        self.on_eof = on_eof
+        self.on_pause_writing = on_pause_writing
+        self.on_resume_writing = on_resume_writing
+        self.read_size = read_size
+        self.read_limit = read_limit
+        self.high_water = high_water
+        self.low_water = low_water
+        self.write_cap = write_cap
+        # Read buffer: data lives in _rbuf[_rstart:_rend].
+        self._rbuf = bytearray(min(read_size, 64 * 1024))
+        self._rview = memoryview(self._rbuf)
+        self._rstart = 0
+        self._rend = 0
+        self._reading = start_reading  # wanted by the user (pause/resume)
+        self._read_target: memoryview | None = None
+        self._read_target_fill = 0
+        self._read_target_cb: Callable[[], Any] | None = None
+        self._eof = False
+        # Write buffer: a deque of bytearray/bytes/memoryview chunks.
+        self._wq: deque[Any] = deque()
+        self._wsize = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._shut_wr_requested = False
+        self._write_shut = False
+        # State.
+        self._closing = False
+        self._closed = False
+        self._close_reason: BaseException | None = None
+        self._events = 0
+        self._parked = False  # unregistered after HUP while reading paused
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.reads = 0
+        self.writes = 0
+        self._update_events()
+        loop.adopt(self)
+
+    # -- introspection --------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        """The fd, or -1 once closed."""
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self._closed
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
+    @property
+    def writable(self) -> bool:
+        """False while the write buffer is above the high watermark (until it
+        drains to the low watermark)."""
+        return not self._write_paused
+
+    @property
+    def write_buffered(self) -> int:
+        return self._wsize
+
+    @property
+    def read_buffered(self) -> int:
+        return self._rend - self._rstart
+
+    @property
+    def socket(self) -> socket.socket | None:
+        return self._sock
+
+    def statistics(self) -> ConnStatistics:
+        return ConnStatistics(
+            self.bytes_in, self.bytes_out, self.reads, self.writes,
+            self._rend - self._rstart, self._wsize,
+        )  # fmt: skip
+
+    # -- read side ------------------------------------------------------------
+
+    def read(self) -> memoryview:
+        """The unconsumed bytes, without copying. The view is valid until the
+        next consume(), read_into() or return to the loop."""
+        return self._rview[self._rstart : self._rend]
+
+    def consume(self, n: int) -> None:
+        """Drop the first n unconsumed bytes."""
+        avail = self._rend - self._rstart
+        if not 0 <= n <= avail:
+            raise ValueError(f"cannot consume {n} bytes, {avail} buffered")
+        self._rstart += n
+        if self._rstart == self._rend:
+            self._rstart = self._rend = 0
+        if not self._eof and avail >= self.read_limit > avail - n:
+            self._update_events()
+
+    def read_until(self, delimiter: bytes = b"\n", limit: int = 64 * 1024) -> bytes | None:
+        """Return and consume the bytes up to and including the first
+        `delimiter`, or None if it has not arrived yet. Raises ReadLimitError
+        when `limit` bytes are buffered without a delimiter among them (the
+        bytes stay buffered; the caller decides whether to close)."""
+        from . import codec  # a leaf module, imported lazily to keep layering
+
+        if limit > self.read_limit:
+            self.read_limit = limit  # the buffer must be allowed to hold it
+        end = min(self._rend, self._rstart + limit)
+        i = codec.find_delim(self._rbuf, self._rstart, end, delimiter)
+        if i < 0:
+            if self._rend - self._rstart >= limit:
+                raise ReadLimitError(
+                    f"no {delimiter!r} within {limit} bytes ({self._rend - self._rstart} buffered)"
+                )
+            return None
+        stop = i + len(delimiter)
+        line = bytes(self._rview[self._rstart : stop])
+        self.consume(stop - self._rstart)
+        return line
+
+    def readline(self, limit: int = 64 * 1024) -> bytes | None:
+        """read_until(b"\\n", limit)."""
+        return self.read_until(b"\n", limit)
+
+    def read_into(self, target: memoryview, callback: Callable[[], Any]) -> None:
+        """Fill `target` with the next len(target) bytes of the stream, then
+        call callback(). Bytes already buffered are copied first; the rest is
+        received straight into target. While this is pending, on_data is not
+        called."""
+        if self._read_target is not None:
+            raise RuntimeError("a read_into() is already pending")
+        target = target.cast("B") if target.format != "B" else target
+        n = min(len(target), self._rend - self._rstart)
+        if n:
+            target[:n] = self._rview[self._rstart : self._rstart + n]
+            self.consume(n)
+        if n == len(target):
+            self.loop.call_soon(callback)
+            return
+        self._read_target = target
+        self._read_target_fill = n
+        self._read_target_cb = callback
+        self._update_events()
+
+    def pause_reading(self) -> None:
+        """Stop watching for input until resume_reading()."""
+        if self._reading:
+            self._reading = False
+            self._update_events()
+
+    def resume_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._update_events()
+            if self._rend > self._rstart and self.on_data is not None and not self._closed:
+                # Data that arrived while paused is shown again.
+                self.loop.call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        if self._reading and not self._closed and self._rend > self._rstart and self.on_data:
+            self.on_data(self)
+
+    def _readv_into(self, view: memoryview) -> int:
+        return os.readv(self._fd, [view])
+
+    def _want_read(self) -> bool:
+        if self._eof or self._closing:
+            return False
+        if self._read_target is not None:
+            return True
+        return self._reading and (self._rend - self._rstart) < self.read_limit
+
+    def _on_readable(self) -> None:
+        target = self._read_target
+        if target is not None:
+            return self._read_direct(target)
+        rbuf_len = len(self._rbuf)
+        if self._rend == rbuf_len or rbuf_len - self._rend < 4096:
+            self._make_room()
+        view = self._rview[self._rend : self._rend + self.read_size]
+        try:
+            n = self._recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            return self._fatal(exc)
+        finally:
+            view.release()
+        if n == 0:
+            return self._on_peer_eof()
+        self._rend += n
+        self.bytes_in += n
+        self.reads += 1
+        if self._rend - self._rstart >= self.read_limit:
+            self._update_events()
+        if self.on_data is not None:
+            self.on_data(self)
+
+    def _make_room(self) -> None:
+        used = self._rend - self._rstart
+        size = len(self._rbuf)
+        if self._rstart and size - used >= 4096:
+            # Compact: move the partial tail to the front (memmove-safe).
+            self._rview[0:used] = self._rview[self._rstart : self._rend]
+        else:
+            # Full of unconsumed data: grow (double) into a new buffer, since
+            # the old one may still be viewed by the consumer.
+            new = bytearray(min(max(size * 2, used + 4096), max(self.read_size, used + 4096) * 2))
+            new[:used] = self._rview[self._rstart : self._rend]
+            self._rbuf = new
+            self._rview = memoryview(new)
+        self._rstart, self._rend = 0, used
+
+    def _read_direct(self, target: memoryview) -> None:
+        fill = self._read_target_fill
+        view = target[fill:]
+        try:
+            n = self._recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            return self._fatal(exc)
+        finally:
+            view.release()
+        if n == 0:
+            return self._on_peer_eof()
+        self.bytes_in += n
+        self.reads += 1
+        fill += n
+        if fill < len(target):
+            self._read_target_fill = fill
+            return
+        cb = self._read_target_cb
+        self._read_target = self._read_target_cb = None
+        self._read_target_fill = 0
+        self._update_events()
+        assert cb is not None
+        cb()
+
+    def _on_peer_eof(self) -> None:
+        self._eof = True
+        self._update_events()
+        keep = False
+        if self.on_eof is not None:
+            keep = bool(self.on_eof(self))
+        if not keep and not self._closing:
+            self.close()
+
+    # -- write side -----------------------------------------------------------
+
+    def write(self, data: Buffer) -> None:
+        """Queue data; it leaves before the loop next sleeps. Never blocks.
+        Raises ConnClosedError if the Conn is closed/closing or its write side
+        is shut, BufferFullError if the buffer would pass `write_cap`."""
+        if self._closing or self._shut_wr_requested:
+            raise ConnClosedError(
+                "write on a closed or write-shut connection", reason=self._close_reason
+            )
+        n = data.nbytes if type(data) is memoryview else len(data)
+        if not n:
+            return
+        size = self._wsize + n
+        if size > self.write_cap:
+            raise BufferFullError(
+                f"write of {n} bytes refused: {self._wsize} buffered, cap is {self.write_cap}"
+            )
+        wq = self._wq
+        if n >= LARGE_WRITE:
+            if type(data) is not bytes:
+                if type(data) is memoryview and data.readonly:
+                    data = data.cast("B") if data.format != "B" else data
+                else:
+                    # A mutable buffer could change under us before it is
+                    # sent; one copy now is the price of safety.
+                    data = bytes(data)
+            wq.append(data)
+        elif wq and type(wq[-1]) is bytearray:
+            wq[-1] += data
+        else:
+            wq.append(bytearray(data))
+        self._wsize = size
+        self.writes += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_before_poll(self._flush)
+        if size > self.high_water and not self._write_paused:
+            self._write_paused = True
+            if self.on_pause_writing is not None:
+                self.on_pause_writing()
+
+    def writelines(self, chunks: list[Buffer]) -> None:
+        for c in chunks:
+            self.write(c)
+
+    def _flush(self) -> None:
+        """Send as much as the kernel takes, in as few syscalls as possible."""
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        wq = self._wq
+        sock = self._sock
+        while wq:
+            try:
+                if len(wq) == 1:
+                    buf = wq[0]
+                    n = sock.send(buf) if sock is not None else os.write(self._fd, buf)
+                else:
+                    bufs = list(wq) if len(wq) <= _IOV_MAX else [wq[i] for i in range(_IOV_MAX)]
+                    n = sock.sendmsg(bufs) if sock is not None else os.writev(self._fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            self.bytes_out += n
+            self._wsize -= n
+            # Drop what was sent from the front of the queue.
+            while n:
+                head = wq[0]
+                hn = len(head) if type(head) is not memoryview else head.nbytes
+                if n >= hn:
+                    wq.popleft()
+                    n -= hn
+                elif type(head) is bytearray:
+                    del head[:n]  # O(1): CPython bytearrays shrink from the front cheaply
+                    n = 0
+                else:
+                    wq[0] = memoryview(head)[n:]
+                    n = 0
+            if wq and len(wq) <= _IOV_MAX:
+                # A short write with nothing beyond the gather: the kernel is full.
+                break
+        if self._write_paused and self._wsize <= self.low_water:
+            self._write_paused = False
+            if self.on_resume_writing is not None:
+                self.on_resume_writing()
+        if not self._wq:
+            if self._closing:
+                self._finish_close(None)
+                return
+            if self._shut_wr_requested and not self._write_shut:
+                self._do_shutdown_wr()
+        self._update_events()
+
+    def _do_shutdown_wr(self) -> None:
+        self._write_shut = True
+        try:
+            if self._sock is not None:
+                self._sock.shutdown(socket.SHUT_WR)
+            else:
+                # A pipe has no half-close; closing the write end is the EOF.
+                pass
+        except OSError as exc:
+            self._fatal(exc)
+
+    def shutdown_write(self) -> None:
+        """Half-close: after the buffered data is flushed, send EOF. Reading
+        goes on. Further writes raise ConnClosedError."""
+        if self._closing or self._shut_wr_requested:
+            return
+        self._shut_wr_requested = True
+        if not self._wq:
+            self._do_shutdown_wr()
+            self._update_events()
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop reading, flush what is buffered, then close. on_close(None)
+        follows once the last byte has left (or on_close(exc) if the flush
+        fails)."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        if not self._wq:
+            self._finish_close(None)
+        else:
+            self._update_events()
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_before_poll(self._flush)
+
+    def abort(self) -> None:
+        """Close now, discarding unsent data. on_close(None) follows."""
+        if self._closed:
+            return
+        self._finish_close(None)
+
+    def _fatal(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        if isinstance(exc, OSError) and exc.errno is not None and exc.errno not in _FATAL_READ_ERRNOS:
+            pass  # still fatal: every socket error ends the Conn
+        self._finish_close(exc)
+
+    def _finish_close(self, reason: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        self._close_reason = reason
+        fd = self._fd
+        self._fd = -1
+        if self._events or self._parked or self.loop.is_registered(fd):
+            self.loop.unregister(fd)
+        self._events = 0
+        if self._sock is not None:
+            self._sock.close()
+        else:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wq.clear()
+        self._wsize = 0
+        self._read_target = None
+        self._read_target_cb = None
+        self.loop.disown(self)
+        if self.on_close is not None and not self.loop.closed:
+            self.loop.call_soon(self.on_close, reason)
+
+    # -- epoll interest -------------------------------------------------------
+
+    def _update_events(self) -> None:
+        if self._closed:
+            return
+        ev = 0
+        if self._want_read():
+            ev |= EVENT_READ
+        if self._wq and not self._write_shut:
+            ev |= EVENT_WRITE
+        if ev == self._events and (ev or self._parked or self.loop.is_registered(self._fd)):
+            return
+        loop = self.loop
+        if self._parked:
+            if not ev:
+                return
+            self._parked = False
+            loop.register(self._fd, ev, self._on_events)
+        elif not loop.is_registered(self._fd):
+            loop.register(self._fd, ev, self._on_events)
+        else:
+            loop.modify(self._fd, ev)
+        self._events = ev
+
+    def _on_events(self, mask: int) -> None:
+        if mask & EVENT_WRITE:
+            self._flush()
+            if self._closed:
+                return
+        if mask & EVENT_READ:
+            self._on_readable()
+            return
+        if mask & (EVENT_HUP | EVENT_ERR):
+            if mask & EVENT_ERR:
+                err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
+                if err:
+                    return self._fatal(OSError(err, os.strerror(err)))
+            if self._events & EVENT_READ:
+                self._on_readable()  # returns the EOF or the error
+            elif not self._closed:
+                # We are not reading (paused or back-pressured), yet HUP keeps
+                # firing even with an empty mask. Leave the epoll set until
+                # reading resumes, so the loop does not spin.
+                self.loop.unregister(self._fd)
+                self._events = 0
+                self._parked = True
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("closing" if self._closing else "open")
+        return f"<Conn fd={self._fd} {state} in={self.bytes_in} out={self.bytes_out}>"

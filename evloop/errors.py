@@ -1,0 +1,103 @@
+# evloop/errors.py
+#
+# Every exception evloop raises on purpose lives here, under one root,
+# EvloopError, so a daemon can catch "anything evloop complained about" in one
+# clause. A wrapped OSError is always raised `from` the original so the errno
+# and its traceback are kept.
+from __future__ import annotations
+
+
+class EvloopError(Exception):
+    """Root of every exception evloop raises on purpose."""
+
+
+class LoopClosedError(EvloopError, RuntimeError):
+    """Raised when something is scheduled on, or registered with, a Loop that
+    has been closed, or when a closed Loop is run again."""
+
+
+class LoopRunningError(EvloopError, RuntimeError):
+    """Raised when `run()` is called on a Loop that is already running, or
+    `close()` is called from inside one of its own callbacks."""
+
+
+class ConnClosedError(EvloopError, ConnectionError):
+    """Raised by `Conn.write()` (and everything built on it) when the Conn is
+    already closed, closing, or its write side was shut down. `reason` holds
+    the exception that closed it, if there was one."""
+
+    def __init__(self, msg: str = "connection is closed", reason: BaseException | None = None):
+        super().__init__(msg)
+        self.reason = reason
+
+
+class BufferFullError(EvloopError, BufferError):
+    """Raised by `Conn.write()` when accepting the data would push the write
+    buffer past its hard cap (`write_cap`). Nothing of the refused write is
+    queued; the Conn stays open. Producers should watch the high/low
+    watermarks (`on_pause_writing` / `on_resume_writing`) to avoid this."""
+
+
+class ReadLimitError(EvloopError, ValueError):
+    """Raised (or passed to the callback) by `Conn.read_until()` / `readline()`
+    when `limit` bytes are buffered and no delimiter was found among them."""
+
+
+class ConnectError(EvloopError, ConnectionError):
+    """Raised or reported when a non-blocking connect fails or times out; the
+    underlying OSError (or TimeoutError) is its `__cause__`."""
+
+
+class ProtocolError(EvloopError, ValueError):
+    """A peer sent a frame header evloop refuses: a length of 0 or above the
+    Pipe's maximum. The attributes name the channel, the length and the byte
+    offset of the bad header in the Conn's input stream. The Pipe that saw it
+    reports it to its error callback and closes its Conn; other Conns are
+    untouched."""
+
+    def __init__(self, msg: str, *, channel: int, length: int, offset: int):
+        super().__init__(msg)
+        self.channel = channel
+        self.length = length
+        self.offset = offset
+
+
+class WorkerError(EvloopError):
+    """Root of the errors about spawned worker processes."""
+
+
+class SpawnError(WorkerError, OSError):
+    """Raised when a worker process cannot be started (bad target, exec
+    failure, resource exhaustion)."""
+
+
+class WorkerCrashed(WorkerError):
+    """A request could not complete because the worker serving it exited.
+    `worker` names the worker (its pid and index); `status` is its exit code,
+    or the negated signal number when it was killed by a signal."""
+
+    def __init__(self, msg: str, *, worker: str, status: int | None):
+        super().__init__(msg)
+        self.worker = worker
+        self.status = status
+
+
+class RemoteError(WorkerError):
+    """The worker's function raised. `remote_type`, `remote_message` and
+    `remote_traceback` carry the original exception's type name, message and
+    formatted traceback text from the child."""
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str):
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class RequestTimeout(WorkerError, TimeoutError):
+    """A pool request got no reply within its timeout."""
+
+
+class PoolClosedError(WorkerError, RuntimeError):
+    """Raised when work is submitted to a Pool that is shutting down or shut
+    down."""

@@ -1,0 +1,686 @@
+# evloop/loop.py
+#
+# The Loop: one epoll set, a timer heap, a ready queue, a fair round-robin of
+# "ready sources" (Pipes holding complete frames), and end-of-turn hooks that
+# flush write buffers before the loop sleeps. It is the only module that
+# touches select.epoll; everything else uses the public methods below.
+#
+# Facts about epoll that shape this file:
+#
+# * We use level-triggered mode. An fd with unread input keeps reporting
+#   EPOLLIN, so a consumer may stop reading half-way (fairness, back-pressure)
+#   without losing the wake-up. Edge-triggered mode would force every reader
+#   to drain to EAGAIN, which is exactly what the one-frame-per-event rule
+#   forbids.
+# * EPOLLHUP and EPOLLERR are reported whether or not they were asked for,
+#   even with an empty interest mask. A callback that receives them must act
+#   (read the error, or unregister) or the loop would spin. Conn does this.
+# * epoll tracks open file descriptions, not fd numbers. Closing an fd removes
+#   it from the set only when no other fd (a dup, a forked child's copy)
+#   refers to the same description. If one does, events keep arriving for a
+#   number we can no longer unregister (epoll_ctl says EBADF). An event for an
+#   fd we do not know is therefore answered with EPOLL_CTL_DEL, and if that
+#   fails the whole epoll set is rebuilt from the registry, the only sure way
+#   out of that state. Registration errors ENOENT/EEXIST from a number that
+#   was closed and reused behind our back are resolved the same way.
+#
+# One turn of the loop, in order:
+#   1. end-of-turn hooks (Conn flushes: everything written last turn leaves)
+#   2. epoll_wait, with timeout 0 if work is pending, else until the next timer
+#   3. fd callbacks, for every event returned
+#   4. timers that are due move to the ready queue
+#   5. the ready callbacks present at the start of this stage run
+#   6. ready sources are served round-robin, one item each per round, until
+#      none has more or the turn's budget (items and time) is spent
+# Signals and call_soon_threadsafe both arrive through fds, so they are just
+# stage-3 events that queue stage-5 callbacks.
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import LoopClosedError, LoopRunningError
+
+__all__ = [
+    "Loop",
+    "Handle",
+    "TimerHandle",
+    "LoopStatistics",
+    "ReadySource",
+    "EVENT_READ",
+    "EVENT_WRITE",
+]
+
+log = logging.getLogger("evloop")
+
+EVENT_READ = select.EPOLLIN
+EVENT_WRITE = select.EPOLLOUT
+EVENT_HUP = select.EPOLLHUP
+EVENT_ERR = select.EPOLLERR
+
+_MAX_EVENTS = 1024
+# Purge the timer heap when cancelled entries are both many and the majority.
+_PURGE_MIN = 64
+
+
+def _callback_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    self_obj = getattr(fn, "__self__", None)
+    if self_obj is not None and not isinstance(self_obj, type(os)):
+        return f"{type(self_obj).__name__}.{getattr(fn, '__name__', name)}"
+    mod = getattr(fn, "__module__", None)
+    return f"{mod}.{name}" if mod else str(name)
+
+
+class Handle:
+    """A scheduled callback; `cancel()` makes it a no-op."""
+
+    __slots__ = ("_fn", "_args", "_cancelled", "_loop")
+
+    def __init__(self, loop: Loop, fn: Callable[..., Any], args: tuple[Any, ...]):
+        self._loop = loop
+        self._fn = fn
+        self._args = args
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._fn = _noop
+            self._args = ()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        return f"<{type(self).__name__} {_callback_name(self._fn)}{state}>"
+
+
+class TimerHandle(Handle):
+    """A callback due at `when` (Loop.time() clock)."""
+
+    __slots__ = ("when",)
+
+    def __init__(self, loop: Loop, when: float, fn: Callable[..., Any], args: tuple[Any, ...]):
+        super().__init__(loop, fn, args)
+        self.when = when
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            super().cancel()
+            self._loop._timer_cancelled()
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+class ReadySource(Protocol):
+    """Something that holds work the loop should hand out fairly (a Pipe with
+    complete frames). `serve_one()` delivers one item and returns True if it
+    still has more; the loop calls it round-robin with the other sources."""
+
+    def serve_one(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LoopStatistics:
+    fds: int
+    timers: int
+    ready: int
+    ready_sources: int
+    iterations: int
+    epoll_rebuilds: int
+
+
+class _FdEntry:
+    __slots__ = ("events", "callback")
+
+    def __init__(self, events: int, callback: Callable[[int], Any]):
+        self.events = events
+        self.callback = callback
+
+
+class Loop:
+    """A single-threaded epoll event loop.
+
+    Every method except `call_soon_threadsafe` must be called from the thread
+    running the loop (or before it runs). See the module header for the order
+    of one turn.
+
+    `budget` is the number of ready-source items (Pipe frames) served per turn
+    before epoll is polled again; `time_budget` bounds the same stage in
+    seconds. `budget=1` is the design's literal one-frame-per-readiness rule.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: int = 64,
+        time_budget: float = 0.002,
+        debug: bool = False,
+        slow_callback: float = 0.1,
+    ):
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        if time_budget <= 0:
+            raise ValueError(f"time_budget must be > 0, got {time_budget}")
+        self.budget = budget
+        self.time_budget = time_budget
+        self.debug = debug
+        self.slow_callback = slow_callback
+        self._epoll: select.epoll | None = select.epoll()
+        self._fds: dict[int, _FdEntry] = {}
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_seq = 0
+        self._cancelled_timers = 0
+        self._ready: deque[Handle] = deque()
+        self._sources: deque[ReadySource] = deque()
+        self._before_poll: list[Callable[[], Any]] = []
+        self._adopted: dict[int, Any] = {}
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._iterations = 0
+        self._rebuilds = 0
+        self._thread_id: int | None = None
+        self._exception_handler: Callable[[BaseException, Any], Any] | None = None
+        # Thread-safe wake-up: an eventfd, read in full on every wake.
+        self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.register(self._wakeup_fd, EVENT_READ, self._on_wakeup)
+        # Signals: lazily set up on the first add_signal_handler().
+        self._sig_handlers: dict[int, Handle] = {}
+        self._sig_prev: dict[int, Any] = {}
+        self._sig_socks: tuple[socket.socket, socket.socket] | None = None
+        self._sig_prev_wakeup = -1
+        _ignore_sigpipe()
+
+    # -- clock and scheduling -------------------------------------------------
+
+    @staticmethod
+    def time() -> float:
+        """The loop's clock: time.monotonic()."""
+        return time.monotonic()
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
+        """Run fn(*args) on the next turn (FIFO with other call_soon)."""
+        self._check_open()
+        h = Handle(self, fn, args)
+        self._ready.append(h)
+        return h
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Handle:
+        """call_soon from any thread; wakes the loop if it is sleeping."""
+        self._check_open()
+        h = Handle(self, fn, args)
+        self._ready.append(h)  # deque.append is atomic
+        try:
+            os.eventfd_write(self._wakeup_fd, 1)
+        except BlockingIOError:
+            pass  # the counter is saturated: a wake-up is pending anyway
+        except OSError as exc:
+            if exc.errno != errno.EBADF:  # closed concurrently: nothing to wake
+                raise
+        return h
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run fn(*args) after `delay` seconds (>= 0)."""
+        return self.call_at(time.monotonic() + max(0.0, delay), fn, *args)
+
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run fn(*args) at Loop.time() `when`; equal times run in call order."""
+        self._check_open()
+        h = TimerHandle(self, when, fn, args)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, h))
+        return h
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
+        n = len(self._timers)
+        if self._cancelled_timers > _PURGE_MIN and self._cancelled_timers * 2 > n:
+            self._timers = [t for t in self._timers if not t[2]._cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def add_ready_source(self, source: ReadySource) -> None:
+        """Queue a source to be served round-robin in stage 6. The caller
+        avoids double-queuing (a Pipe keeps a flag)."""
+        self._sources.append(source)
+
+    def call_before_poll(self, fn: Callable[[], Any]) -> None:
+        """Run fn() once, at the end of this turn, before epoll is polled
+        (stage 1). Conn uses it to flush writes made during the turn."""
+        self._before_poll.append(fn)
+
+    # -- file descriptors -----------------------------------------------------
+
+    def register(self, fd: int, events: int, callback: Callable[[int], Any]) -> None:
+        """Watch `fd` for `events` (EVENT_READ | EVENT_WRITE, may be 0) and call
+        callback(mask) with the ready mask. EVENT_HUP/EVENT_ERR are always
+        reported and the callback must deal with them. The loop does not take
+        ownership of fd."""
+        self._check_open()
+        if fd in self._fds:
+            raise ValueError(f"fd {fd} is already registered with this loop")
+        assert self._epoll is not None
+        try:
+            self._epoll.register(fd, events)
+        except FileExistsError:
+            # A number we knew was closed and reused before we noticed: the
+            # stale registration belongs to a dead description. Rebuild.
+            self._fds[fd] = _FdEntry(events, callback)
+            self._rebuild_epoll()
+            return
+        self._fds[fd] = _FdEntry(events, callback)
+
+    def modify(self, fd: int, events: int) -> None:
+        """Change the interest mask of a registered fd."""
+        entry = self._fds.get(fd)
+        if entry is None:
+            raise KeyError(f"fd {fd} is not registered with this loop")
+        if entry.events == events:
+            return
+        entry.events = events
+        assert self._epoll is not None
+        try:
+            self._epoll.modify(fd, events)
+        except FileNotFoundError:
+            # Closed and reused behind our back: register the new description.
+            self._epoll.register(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching fd. Safe if fd was already closed (EBADF/ENOENT)."""
+        if self._fds.pop(fd, None) is None:
+            return
+        if self._epoll is None:
+            return
+        try:
+            self._epoll.unregister(fd)
+        except (FileNotFoundError, OSError):
+            # EBADF: the fd was closed first. If a dup keeps the description
+            # alive, its events will show up unknown and trigger a rebuild.
+            pass
+
+    def is_registered(self, fd: int) -> bool:
+        return fd in self._fds
+
+    def _rebuild_epoll(self) -> None:
+        self._rebuilds += 1
+        old = self._epoll
+        self._epoll = select.epoll()
+        if old is not None:
+            old.close()
+        for fd, entry in list(self._fds.items()):
+            try:
+                self._epoll.register(fd, entry.events)
+            except OSError as exc:
+                log.warning("evloop: dropping fd %d during epoll rebuild: %s", fd, exc)
+                del self._fds[fd]
+                self.call_soon(entry.callback, EVENT_ERR)
+
+    # -- ownership ------------------------------------------------------------
+
+    def adopt(self, obj: Any) -> None:
+        """Make the loop responsible for `obj`: Loop.close() calls obj.abort().
+        Conns, servers and workers adopt themselves."""
+        self._adopted[id(obj)] = obj
+
+    def disown(self, obj: Any) -> None:
+        self._adopted.pop(id(obj), None)
+
+    # -- signals --------------------------------------------------------------
+
+    def add_signal_handler(self, sig: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) on the loop whenever `sig` arrives. Only the main
+        thread may install signal handlers (a CPython rule)."""
+        self._check_open()
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise ValueError(f"signal {sig} cannot be caught")
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("signal handlers can only be added from the main thread")
+        if self._sig_socks is None:
+            rsock, wsock = socket.socketpair()
+            rsock.setblocking(False)
+            wsock.setblocking(False)
+            self._sig_prev_wakeup = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+            self._sig_socks = (rsock, wsock)
+            self.register(rsock.fileno(), EVENT_READ, self._on_signal_fd)
+        if sig not in self._sig_prev:
+            # The Python-level handler does nothing: the C-level handler has
+            # already written the signal number to the wake-up fd, and the
+            # user's callback runs later from the loop, not in this frame.
+            self._sig_prev[sig] = signal.signal(sig, _noop)
+        self._sig_handlers[sig] = Handle(self, fn, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        if self._sig_handlers.pop(sig, None) is None:
+            return False
+        prev = self._sig_prev.pop(sig)
+        signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        if not self._sig_handlers:
+            self._teardown_signals()
+        return True
+
+    def _teardown_signals(self) -> None:
+        for sig, prev in list(self._sig_prev.items()):
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self._sig_prev.clear()
+        self._sig_handlers.clear()
+        if self._sig_socks is not None:
+            rsock, wsock = self._sig_socks
+            self._sig_socks = None
+            signal.set_wakeup_fd(self._sig_prev_wakeup)
+            self.unregister(rsock.fileno())
+            rsock.close()
+            wsock.close()
+
+    def _on_signal_fd(self, _mask: int) -> None:
+        assert self._sig_socks is not None
+        try:
+            data = self._sig_socks[0].recv(4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            h = self._sig_handlers.get(signum)
+            if h is not None and not h._cancelled:
+                self._ready.append(Handle(self, h._fn, h._args))
+
+    def _on_wakeup(self, _mask: int) -> None:
+        try:
+            os.eventfd_read(self._wakeup_fd)
+        except BlockingIOError:
+            pass
+
+    # -- running --------------------------------------------------------------
+
+    def set_exception_handler(self, handler: Callable[[BaseException, Any], Any] | None) -> None:
+        """handler(exc, callback) is called for an exception escaping a user
+        callback; None restores the default (log through `logging`)."""
+        self._exception_handler = handler
+
+    def call_exception_handler(self, exc: BaseException, callback: Any) -> None:
+        if self._exception_handler is not None:
+            try:
+                self._exception_handler(exc, callback)
+                return
+            except Exception as inner:  # the handler itself failed: log both
+                log.error("evloop: exception handler failed", exc_info=inner)
+        log.error(
+            "evloop: exception in callback %s", _callback_name(callback), exc_info=exc
+        )
+
+    def stop(self) -> None:
+        """Make run() return after the current turn."""
+        self._stopping = True
+
+    def run(self) -> None:
+        """Run turns until stop()."""
+        self._enter()
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            self._leave()
+
+    def run_until(
+        self, predicate: Callable[[], bool] | None = None, timeout: float | None = None
+    ) -> bool:
+        """Run turns until predicate() is true (checked after every turn),
+        stop() is called, or `timeout` seconds pass. Returns whether the
+        predicate held (True also when no predicate was given and the run
+        ended by stop() or the timeout)."""
+        if predicate is not None and predicate():
+            return True
+        deadline_handle = None
+        timed_out = False
+
+        def _expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+
+        if timeout is not None:
+            deadline_handle = self.call_later(timeout, _expire)
+        self._enter()
+        try:
+            while not self._stopping and not timed_out:
+                self._run_once()
+                if predicate is not None and predicate():
+                    return True
+        finally:
+            self._leave()
+            if deadline_handle is not None:
+                deadline_handle.cancel()
+        return predicate is None
+
+    def _enter(self) -> None:
+        self._check_open()
+        if self._running:
+            raise LoopRunningError("this loop is already running")
+        self._running = True
+        self._stopping = False
+        self._thread_id = threading.get_ident()
+
+    def _leave(self) -> None:
+        self._running = False
+        self._stopping = False
+        self._thread_id = None
+        if not self._closed:
+            self._run_before_poll()
+
+    def _run_before_poll(self) -> None:
+        hooks = self._before_poll
+        while hooks:
+            self._before_poll = []
+            for fn in hooks:
+                try:
+                    fn()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler(exc, fn)
+            hooks = self._before_poll
+
+    def _run_once(self) -> None:
+        self._iterations += 1
+        if self._before_poll:
+            self._run_before_poll()
+
+        # Stage 2: how long may we sleep?
+        if self._ready or self._sources or self._stopping:
+            timeout = 0.0
+        elif self._timers:
+            # Round up to the millisecond epoll counts in, so we never wake
+            # before the timer is due and spin on a zero timeout.
+            timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            timeout = -(-timeout // 0.001) * 0.001
+        else:
+            timeout = -1.0
+        epoll = self._epoll
+        assert epoll is not None
+        events = epoll.poll(timeout, _MAX_EVENTS)
+
+        # Stage 3: fd callbacks.
+        if events:
+            fds = self._fds
+            for fd, mask in events:
+                entry = fds.get(fd)
+                if entry is None:
+                    self._unknown_fd(fd)
+                    continue
+                try:
+                    entry.callback(mask)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler(exc, entry.callback)
+
+        # Stage 4: due timers to the ready queue.
+        timers = self._timers
+        if timers:
+            now = time.monotonic()
+            ready = self._ready
+            while timers and timers[0][0] <= now:
+                h = heapq.heappop(timers)[2]
+                if h._cancelled:
+                    self._cancelled_timers -= 1
+                else:
+                    ready.append(h)
+
+        # Stage 5: callbacks queued before this point.
+        ready = self._ready
+        n = len(ready)
+        if n:
+            debug = self.debug
+            while n:
+                n -= 1
+                h = ready.popleft()
+                if h._cancelled:
+                    continue
+                try:
+                    if debug:
+                        self._run_timed(h._fn, h._args)
+                    else:
+                        h._fn(*h._args)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler(exc, h._fn)
+
+        # Stage 6: ready sources, round-robin, one item per source per round.
+        sources = self._sources
+        if sources:
+            self._serve_sources(sources)
+
+    def _serve_sources(self, sources: deque[ReadySource]) -> None:
+        left = self.budget
+        deadline = time.monotonic() + self.time_budget
+        popleft = sources.popleft
+        append = sources.append
+        while sources and left:
+            src = popleft()
+            try:
+                more = src.serve_one()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(exc, src.serve_one)
+                more = False
+            if more:
+                append(src)
+            left -= 1
+            # Reading the clock costs ~50 ns; check it every 16 items.
+            if not left & 15 and time.monotonic() >= deadline:
+                break
+
+    def _run_timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        t0 = time.perf_counter()
+        try:
+            fn(*args)
+        finally:
+            dt = time.perf_counter() - t0
+            if dt >= self.slow_callback:
+                log.warning("evloop: slow callback %s took %.3f s", _callback_name(fn), dt)
+
+    def _unknown_fd(self, fd: int) -> None:
+        assert self._epoll is not None
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            # The number is closed but its description lives on elsewhere:
+            # it can no longer be removed by number. Start a fresh epoll set.
+            self._rebuild_epoll()
+
+    # -- introspection and teardown -------------------------------------------
+
+    def statistics(self) -> LoopStatistics:
+        return LoopStatistics(
+            fds=len(self._fds),
+            timers=len(self._timers) - self._cancelled_timers,
+            ready=len(self._ready),
+            ready_sources=len(self._sources),
+            iterations=self._iterations,
+            epoll_rebuilds=self._rebuilds,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+
+    def close(self) -> None:
+        """Abort everything the loop adopted (Conns, servers, workers), run
+        the callbacks that produced, drop every timer, release the epoll fd
+        and the fds the loop created itself. Idempotent."""
+        if self._closed:
+            return
+        if self._running:
+            raise LoopRunningError("cannot close a running loop; stop() it first")
+        while self._adopted:
+            _, obj = self._adopted.popitem()
+            try:
+                obj.abort()
+            except Exception as exc:
+                self.call_exception_handler(exc, obj.abort)
+        # Let close callbacks queued by those aborts run once.
+        for _ in range(len(self._ready)):
+            h = self._ready.popleft()
+            if not h._cancelled:
+                try:
+                    h._fn(*h._args)
+                except Exception as exc:
+                    self.call_exception_handler(exc, h._fn)
+        if self._sig_socks is not None or self._sig_prev:
+            self._teardown_signals()
+        self._closed = True
+        for _, _, h in self._timers:
+            h._fn = _noop
+            h._args = ()
+        self._timers.clear()
+        self._ready.clear()
+        self._sources.clear()
+        self._before_poll.clear()
+        self._fds.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        fd, self._wakeup_fd = self._wakeup_fd, -1
+        os.close(fd)
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._running else "idle")
+        return f"<Loop {state} fds={len(self._fds)} timers={len(self._timers)}>"
+
+
+def _ignore_sigpipe() -> None:
+    # A write to a closed peer must fail with EPIPE, never kill the process.
+    # CPython ignores SIGPIPE at start-up; an embedding program may not have.
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGPIPE) is not signal.SIG_IGN:
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)

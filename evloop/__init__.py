@@ -13,6 +13,7 @@ from .errors import (
     LoopRunningError,
     PoolClosedError,
     ProtocolError,
+    TruncatedFrameError,
     ReadLimitError,
     RemoteError,
     RequestTimeout,
@@ -21,15 +22,16 @@ from .errors import (
     WorkerError,
 )
 from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
+from .pipe import DEFAULT_MAX_LEN, HEADER_SIZE, Pipe, PipeStatistics
 from .server import Server, conn_pair, connect_tcp, connect_unix, listen_tcp, listen_unix
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Loop", "Handle", "TimerHandle", "LoopStatistics", "EVENT_READ", "EVENT_WRITE",
-    "Conn", "ConnStatistics",
+    "Conn", "ConnStatistics", "Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN",
     "Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
-    "ReadLimitError", "ConnectError", "ProtocolError", "WorkerError", "SpawnError",
+    "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError",
 ]  # fmt: skip

@@ -26,7 +26,7 @@
 # write()/close()); no OSError from the socket escapes into the Loop.
 from __future__ import annotations
 
-import errno
+import array
 import os
 import socket
 from collections import deque
@@ -45,17 +45,31 @@ Buffer = bytes | bytearray | memoryview
 LARGE_WRITE = 64 * 1024
 # sendmsg() takes at most IOV_MAX (1024 on Linux) buffers per call.
 _IOV_MAX = 1024
-_FATAL_READ_ERRNOS = frozenset(
-    {errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT, errno.ENOTCONN, errno.EBADF}
-)
+# Room for this many fds per received message when receive_fds is on.
+_MAX_FDS_PER_MSG = 64
+_ANC_BUFSIZE = socket.CMSG_SPACE(_MAX_FDS_PER_MSG * array.array("i").itemsize)
+
+
+class _FdChunk:
+    """Queued bytes whose first byte carries fds as SCM_RIGHTS."""
+
+    __slots__ = ("data", "fds")
+
+    def __init__(self, data: bytes, fds: list[int]):
+        self.data = data
+        self.fds = fds
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 @dataclass(frozen=True)
 class ConnStatistics:
     bytes_in: int
     bytes_out: int
-    reads: int
-    writes: int
+    reads: int  # recv calls that returned data
+    writes: int  # write() calls
+    sends: int  # send/sendmsg syscalls that moved data
     read_buffered: int
     write_buffered: int
 
@@ -90,6 +104,7 @@ class Conn:
         low_water: int | None = None,
         write_cap: int = 128 * 1024 * 1024,
         start_reading: bool = True,
+        receive_fds: bool = False,
     ):
         if read_size < 1024:
             raise ValueError(f"read_size must be >= 1024, got {read_size}")
@@ -107,8 +122,10 @@ class Conn:
             sock.setblocking(False)
             self._sock: socket.socket | None = sock
             self._fd = sock.fileno()
-            self._recv_into = sock.recv_into
+            self._recv_into = self._recvmsg_into if receive_fds else sock.recv_into
         else:
+            if receive_fds:
+                raise ValueError("receive_fds needs a Unix socket, not a bare fd")
             os.set_blocking(sock, False)
             self._sock = None
             self._fd = sock
@@ -136,6 +153,8 @@ class Conn:
         # Write buffer: a deque of bytearray/bytes/memoryview chunks.
         self._wq: deque[Any] = deque()
         self._wsize = 0
+        self._wfd_chunks = 0  # _FdChunk items in _wq
+        self._fds_in: deque[int] = deque()
         self._flush_scheduled = False
         self._write_paused = False
         self._shut_wr_requested = False
@@ -150,6 +169,7 @@ class Conn:
         self.bytes_out = 0
         self.reads = 0
         self.writes = 0
+        self.sends = 0
         self._update_events()
         loop.adopt(self)
 
@@ -192,7 +212,7 @@ class Conn:
 
     def statistics(self) -> ConnStatistics:
         return ConnStatistics(
-            self.bytes_in, self.bytes_out, self.reads, self.writes,
+            self.bytes_in, self.bytes_out, self.reads, self.writes, self.sends,
             self._rend - self._rstart, self._wsize,
         )  # fmt: skip
 
@@ -213,6 +233,23 @@ class Conn:
             self._rstart = self._rend = 0
         if not self._eof and avail >= self.read_limit > avail - n:
             self._update_events()
+
+    def read_buffer(self) -> tuple[bytearray, int, int]:
+        """(buffer, start, end): the raw read buffer and the unconsumed range,
+        for codecs that scan in place. Valid until the next consume() or
+        return to the loop."""
+        return self._rbuf, self._rstart, self._rend
+
+    def take(self, skip: int, n: int) -> bytes:
+        """Copy out bytes [skip, skip+n) of the unconsumed data as an
+        independent bytes object and consume everything up to skip+n."""
+        s = self._rstart + skip
+        e = s + n
+        if skip < 0 or n < 0 or e > self._rend:
+            raise ValueError(f"cannot take {skip}+{n} bytes, {self._rend - self._rstart} buffered")
+        data = bytes(self._rview[s:e])
+        self.consume(e - self._rstart)
+        return data
 
     def read_until(self, delimiter: bytes = b"\n", limit: int = 64 * 1024) -> bytes | None:
         """Return and consume the bytes up to and including the first
@@ -280,6 +317,25 @@ class Conn:
 
     def _readv_into(self, view: memoryview) -> int:
         return os.readv(self._fd, [view])
+
+    def _recvmsg_into(self, view: memoryview) -> int:
+        assert self._sock is not None
+        n, anc, flags, _ = self._sock.recvmsg_into([view], _ANC_BUFSIZE, socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                self._fds_in.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            # The kernel closed the fds that did not fit; the stream is fine
+            # but the sender's fd hand-off is lost, which we must not hide.
+            raise OSError(0, f"more than {_MAX_FDS_PER_MSG} fds in one message (MSG_CTRUNC)")
+        return n
+
+    def pop_fd(self) -> int | None:
+        """The oldest fd received with SCM_RIGHTS (receive_fds=True), or None.
+        The caller owns it; unclaimed fds are closed with the Conn."""
+        return self._fds_in.popleft() if self._fds_in else None
 
     def _want_read(self) -> bool:
         if self._eof or self._closing:
@@ -406,6 +462,56 @@ class Conn:
             if self.on_pause_writing is not None:
                 self.on_pause_writing()
 
+    def write_fds(self, data: bytes, fds: list[int]) -> None:
+        """Queue `data` (non-empty) with `fds` attached to its first byte as
+        SCM_RIGHTS, in order with other writes. The fds are dup'ed now, so the
+        caller may close its own copies at once."""
+        if self._sock is None or self._sock.family != socket.AF_UNIX:
+            raise ValueError("fds can only be passed over a Unix socket")
+        if not data:
+            raise ValueError("write_fds needs at least one byte of data to carry the fds")
+        if not 0 < len(fds) <= _MAX_FDS_PER_MSG:
+            raise ValueError(f"pass 1..{_MAX_FDS_PER_MSG} fds, got {len(fds)}")
+        if self._closing or self._shut_wr_requested:
+            raise ConnClosedError("write on a closed or write-shut connection", reason=self._close_reason)
+        if self._wsize + len(data) > self.write_cap:
+            raise BufferFullError(f"write of {len(data)} bytes refused: cap is {self.write_cap}")
+        dups: list[int] = []
+        try:
+            for fd in fds:
+                dups.append(os.dup(fd))
+        except OSError:
+            for fd in dups:
+                os.close(fd)
+            raise
+        self._wq.append(_FdChunk(bytes(data), dups))
+        self._wfd_chunks += 1
+        self._wsize += len(data)
+        self.writes += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_before_poll(self._flush)
+
+    def _send_fd_chunk(self) -> int:
+        # The head of the queue carries fds: send it (and what follows, up to
+        # the next fd chunk) with the ancillary data.
+        assert self._sock is not None
+        wq = self._wq
+        head = wq[0]
+        bufs = [head.data]
+        for i in range(1, min(len(wq), _IOV_MAX)):
+            if type(wq[i]) is _FdChunk:
+                break
+            bufs.append(wq[i])
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", head.fds))]
+        n = self._sock.sendmsg(bufs, anc)
+        # The fds went with the first byte: they are the peer's now.
+        for fd in head.fds:
+            os.close(fd)
+        wq[0] = head.data
+        self._wfd_chunks -= 1
+        return n
+
     def writelines(self, chunks: list[Buffer]) -> None:
         for c in chunks:
             self.write(c)
@@ -419,7 +525,9 @@ class Conn:
         sock = self._sock
         while wq:
             try:
-                if len(wq) == 1:
+                if self._wfd_chunks:
+                    n = self._flush_one_with_fds()
+                elif len(wq) == 1:
                     buf = wq[0]
                     n = sock.send(buf) if sock is not None else os.write(self._fd, buf)
                 else:
@@ -431,6 +539,7 @@ class Conn:
                 self._fatal(exc)
                 return
             self.bytes_out += n
+            self.sends += 1
             self._wsize -= n
             # Drop what was sent from the front of the queue.
             while n:
@@ -445,7 +554,7 @@ class Conn:
                 else:
                     wq[0] = memoryview(head)[n:]
                     n = 0
-            if wq and len(wq) <= _IOV_MAX:
+            if wq and len(wq) <= _IOV_MAX and not self._wfd_chunks:
                 # A short write with nothing beyond the gather: the kernel is full.
                 break
         if self._write_paused and self._wsize <= self.low_water:
@@ -459,6 +568,19 @@ class Conn:
             if self._shut_wr_requested and not self._write_shut:
                 self._do_shutdown_wr()
         self._update_events()
+
+    def _flush_one_with_fds(self) -> int:
+        wq = self._wq
+        if type(wq[0]) is _FdChunk:
+            return self._send_fd_chunk()
+        # Plain data before the next fd chunk goes first, without fds.
+        bufs = []
+        for item in wq:
+            if type(item) is _FdChunk or len(bufs) == _IOV_MAX:
+                break
+            bufs.append(item)
+        assert self._sock is not None
+        return self._sock.sendmsg(bufs)
 
     def _do_shutdown_wr(self) -> None:
         self._write_shut = True
@@ -498,17 +620,15 @@ class Conn:
                 self._flush_scheduled = True
                 self.loop.call_before_poll(self._flush)
 
-    def abort(self) -> None:
-        """Close now, discarding unsent data. on_close(None) follows."""
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Close now, discarding unsent data. on_close(exc) follows."""
         if self._closed:
             return
-        self._finish_close(None)
+        self._finish_close(exc)
 
     def _fatal(self, exc: BaseException) -> None:
-        if self._closed:
-            return
-        if isinstance(exc, OSError) and exc.errno is not None and exc.errno not in _FATAL_READ_ERRNOS:
-            pass  # still fatal: every socket error ends the Conn
+        # Every socket error ends the Conn: there is no error after which a
+        # stream is still known to be in sync.
         self._finish_close(exc)
 
     def _finish_close(self, reason: BaseException | None) -> None:
@@ -529,7 +649,14 @@ class Conn:
                 os.close(fd)
             except OSError:
                 pass
+        for item in self._wq:
+            if type(item) is _FdChunk:
+                for dfd in item.fds:
+                    os.close(dfd)
         self._wq.clear()
+        self._wfd_chunks = 0
+        while self._fds_in:
+            os.close(self._fds_in.popleft())
         self._wsize = 0
         self._read_target = None
         self._read_target_cb = None

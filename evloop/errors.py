@@ -62,6 +62,12 @@ class ProtocolError(EvloopError, ValueError):
         self.offset = offset
 
 
+class TruncatedFrameError(ProtocolError):
+    """The stream ended (EOF) in the middle of a frame. `length` is the number
+    of bytes of the incomplete frame that did arrive, `offset` where it
+    started, `channel` is -1 when the header itself was cut."""
+
+
 class WorkerError(EvloopError):
     """Root of the errors about spawned worker processes."""
 

@@ -138,7 +138,7 @@ class ReadySource(Protocol):
 
 @dataclass(frozen=True)
 class LoopStatistics:
-    fds: int
+    fds: int  # registered by users (the loop's own eventfd/signal fd excluded)
     timers: int
     ready: int
     ready_sources: int
@@ -607,8 +607,9 @@ class Loop:
     # -- introspection and teardown -------------------------------------------
 
     def statistics(self) -> LoopStatistics:
+        internal = 1 + (self._sig_socks is not None)  # eventfd, signal socket
         return LoopStatistics(
-            fds=len(self._fds),
+            fds=len(self._fds) - internal,
             timers=len(self._timers) - self._cancelled_timers,
             ready=len(self._ready),
             ready_sources=len(self._sources),

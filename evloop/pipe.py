@@ -1,0 +1,349 @@
+# evloop/pipe.py
+#
+# Frames on a Conn: chan (u16 BE) | length (u32 BE) | payload, byte for byte
+# the seed design's format. The Pipe owns no fd; the Conn does.
+#
+# Reading. When bytes arrive the Pipe scans the Conn's read buffer in place
+# (codec.scan_frames: C, or its pure-Python twin) for up to `batch` complete
+# frames, remembers their (channel, length) and puts itself on the Loop's
+# ready-source list. The Loop then serves ready Pipes round-robin, one frame
+# per Pipe per round, up to its per-turn budget: a flooding peer never gets
+# more than one frame ahead of any other ready Pipe. Invariant: a Pipe that
+# still holds a complete frame after its turn stays on the ready list, since
+# epoll cannot see bytes that were already read out of the kernel.
+#
+# Payload lifetime: every payload handed out is an independent object the
+# receiver owns: `bytes` below 64 KiB, `bytearray` at 64 KiB and above. A
+# large frame is received straight into its own bytearray with recv_into
+# (Conn.read_into), never assembled by concatenation.
+#
+# Errors. A header with length 0 or above `max_len` is a ProtocolError naming
+# the channel, length and stream offset. Frames before it are still delivered;
+# then on_error(exc) is called and the Conn is aborted. A stream that ends
+# inside a frame is a TruncatedFrameError, reported the same way.
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .conn import LARGE_WRITE, Buffer, Conn
+from .errors import BufferFullError, ProtocolError, TruncatedFrameError
+
+__all__ = ["Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN", "LARGE_PAYLOAD"]
+
+HEADER_SIZE = 6
+DEFAULT_MAX_LEN = 64 << 20
+# Payloads at least this large are received straight into their own buffer.
+LARGE_PAYLOAD = 64 * 1024
+_pack_header = struct.Struct(">HI").pack
+
+
+@dataclass(frozen=True)
+class PipeStatistics:
+    frames_in: int
+    frames_out: int
+    bytes_in: int
+    bytes_out: int
+    queued: int
+
+
+class Pipe:
+    """Framed messages over a Conn.
+
+    on_frame(chan, payload) receives every frame, fairly scheduled by the
+    Loop. Without on_frame the Pipe is in pull mode: read_frame() returns the
+    next frame, and on_readable(pipe) (if set) says when one is complete.
+    on_error(exc) receives ProtocolError/TruncatedFrameError; on_close(exc)
+    is the Conn's close callback (exactly once).
+    """
+
+    def __init__(
+        self,
+        conn: Conn,
+        on_frame: Callable[[int, Any], Any] | None = None,
+        *,
+        on_error: Callable[[BaseException], Any] | None = None,
+        on_close: Callable[[BaseException | None], Any] | None = None,
+        on_readable: Callable[[Pipe], Any] | None = None,
+        max_len: int = DEFAULT_MAX_LEN,
+        batch: int = 64,
+    ):
+        if not 1 <= max_len <= 0xFFFFFFFF:
+            raise ValueError(f"max_len must be in 1..{0xFFFFFFFF}, got {max_len}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.conn = conn
+        self.loop = conn.loop
+        self.on_frame = on_frame
+        self.on_error = on_error
+        self.on_close = on_close
+        self.on_readable = on_readable
+        self.max_len = max_len
+        self.batch = batch
+        # Complete frames found by the last scan, sitting at the front of the
+        # Conn's buffer: parallel lists and a cursor.
+        self._chans: list[int] = []
+        self._lens: list[int] = []
+        self._idx = 0
+        self._large: tuple[int, bytearray] | None = None  # received directly
+        self._large_pending = False
+        self._error: BaseException | None = None  # to report after the frames before it
+        self._queued = False
+        self._eof = False
+        self.frames_in = 0
+        self.frames_out = 0
+        self.payload_in = 0
+        self.payload_out = 0
+        conn.on_data = self._on_data
+        conn.on_eof = self._on_eof
+        conn.on_close = self._on_conn_close
+        if conn.read_buffered:
+            self._on_data(conn)
+
+    # -- writing --------------------------------------------------------------
+
+    def write_frame(self, chan: int, data: Buffer) -> None:
+        """Queue one frame; never blocks. ValueError for a channel outside
+        0..65535, an empty payload or one over max_len, before anything is
+        written. Conn errors (ConnClosedError, BufferFullError) pass through."""
+        n = data.nbytes if type(data) is memoryview else len(data)
+        if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
+            raise self._bad_frame(chan, n)
+        conn = self.conn
+        if n < LARGE_WRITE and type(data) is bytes:
+            conn.write(_pack_header(chan, n) + data)
+        else:
+            if conn.write_buffered + HEADER_SIZE + n > conn.write_cap:
+                # Refuse the whole frame, not just its payload after its header.
+                raise BufferFullError(
+                    f"frame of {HEADER_SIZE + n} bytes refused: {conn.write_buffered}"
+                    f" buffered, cap is {conn.write_cap}"
+                )
+            conn.write(_pack_header(chan, n))
+            conn.write(data)
+        self.frames_out += 1
+        self.payload_out += n
+
+    def write_frames(self, frames: Iterable[tuple[int, Buffer]]) -> None:
+        """Queue many frames in one call. Every frame is validated before any
+        is written, so a bad one leaves the wire untouched."""
+        parts: list[Buffer] = []
+        count = total = 0
+        max_len = self.max_len
+        for chan, data in frames:
+            n = data.nbytes if type(data) is memoryview else len(data)
+            if not 0 < n <= max_len or not 0 <= chan <= 0xFFFF:
+                raise self._bad_frame(chan, n)
+            parts.append(_pack_header(chan, n))
+            parts.append(data)
+            count += 1
+            total += n
+        if not parts:
+            return
+        if total < LARGE_WRITE:
+            self.conn.write(b"".join(parts))
+        else:
+            self.conn.writelines(parts)
+        self.frames_out += count
+        self.payload_out += total
+
+    def _bad_frame(self, chan: int, n: int) -> ValueError:
+        if not 0 <= chan <= 0xFFFF:
+            return ValueError(f"channel {chan} is outside 0..65535")
+        if n == 0:
+            return ValueError(f"empty payload on channel {chan}: a frame must carry >= 1 byte")
+        return ValueError(f"payload of {n} bytes on channel {chan} exceeds max_len {self.max_len}")
+
+    # -- reading --------------------------------------------------------------
+
+    def read_frame(self) -> tuple[int, bytes | bytearray] | None:
+        """Pull mode: the next complete frame, or None if none is buffered.
+        A protocol error is raised here (and the Conn aborted)."""
+        if self._idx == len(self._lens) and self._large is None:
+            self._scan()
+        frame = self._pop()
+        if frame is None:
+            if self._error is not None:
+                exc, self._error = self._error, None
+                self._fail(exc, notify=False)
+                raise exc
+            if self._eof:
+                self._finish_eof()
+        return frame
+
+    @property
+    def frames_ready(self) -> int:
+        """Complete frames known to be buffered (found by the last scan)."""
+        return len(self._lens) - self._idx + (self._large is not None)
+
+    def _pop(self) -> tuple[int, bytes | bytearray] | None:
+        large = self._large
+        if large is not None:
+            self._large = None
+            self.frames_in += 1
+            self.payload_in += len(large[1])
+            return large
+        i = self._idx
+        if i == len(self._lens):
+            return None
+        self._idx = i + 1
+        n = self._lens[i]
+        chan = self._chans[i]
+        conn = self.conn
+        if n < LARGE_PAYLOAD:
+            payload: bytes | bytearray = conn.take(HEADER_SIZE, n)
+        else:
+            buf, start, _ = conn.read_buffer()
+            payload = buf[start + HEADER_SIZE : start + HEADER_SIZE + n]
+            conn.consume(HEADER_SIZE + n)
+        self.frames_in += 1
+        self.payload_in += n
+        return chan, payload
+
+    def _scan(self) -> bool:
+        """Find complete frames at the front of the buffer. True if any."""
+        if self._large_pending or self._error is not None:
+            return False
+        conn = self.conn
+        if conn.closed:
+            return False
+        buf, start, end = conn.read_buffer()
+        if end - start < HEADER_SIZE:
+            self._chans, self._lens, self._idx = [], [], 0
+            return False
+        chans, _offs, lens, pos, need = codec.scan_frames(buf, start, end, self.batch, self.max_len)
+        self._chans, self._lens, self._idx = chans, lens, 0
+        if need < 0:
+            chan, length = codec.decode_header(buf, pos)
+            offset = conn.bytes_in - (end - pos)
+            self._error = ProtocolError(
+                f"bad frame length {length} on channel {chan} at stream offset {offset}"
+                f" (allowed 1..{self.max_len})",
+                channel=chan,
+                length=length,
+                offset=offset,
+            )
+            conn.pause_reading()  # nothing after a corrupt header can be trusted
+        elif not chans and need >= HEADER_SIZE + LARGE_PAYLOAD:
+            self._start_large(buf, start)
+        return bool(chans)
+
+    def _start_large(self, buf: bytearray, start: int) -> None:
+        chan, n = codec.decode_header(buf, start)
+        target = bytearray(n)
+        self.conn.consume(HEADER_SIZE)
+        self._large_pending = True
+        self.conn.read_into(memoryview(target), lambda: self._large_done(chan, target))
+
+    def _large_done(self, chan: int, target: bytearray) -> None:
+        self._large_pending = False
+        self._large = (chan, target)
+        self._ready()
+
+    def _on_data(self, conn: Conn) -> None:
+        if self._queued or self._large_pending:
+            return
+        if self._idx < len(self._lens) or self._scan() or self._error is not None:
+            self._ready()
+
+    def _ready(self) -> None:
+        if self.on_frame is not None:
+            if not self._queued:
+                self._queued = True
+                self.loop.add_ready_source(self)
+        elif self._error is not None and not self.frames_ready:
+            exc, self._error = self._error, None
+            self._fail(exc)
+        elif self.on_readable is not None:
+            self.on_readable(self)
+
+    def serve_one(self) -> bool:
+        """Deliver one frame to on_frame (called by the Loop's fair stage).
+        Returns True while this Pipe still holds complete frames."""
+        frame = self._pop()
+        if frame is not None:
+            cb = self.on_frame
+            if cb is not None:
+                try:
+                    cb(frame[0], frame[1])
+                except Exception as exc:
+                    self.loop.call_exception_handler(exc, cb)
+        if (self._idx < len(self._lens) or self._large is not None or self._scan()) and (
+            self.on_frame is not None
+        ):
+            return True
+        self._queued = False
+        if self._error is not None:
+            exc, self._error = self._error, None
+            self._fail(exc)
+        elif self._eof:
+            self._finish_eof()
+        return False
+
+    # -- end of stream and errors ---------------------------------------------
+
+    def _on_eof(self, conn: Conn) -> bool:
+        self._eof = True
+        if self._queued or self.frames_ready or self._scan():
+            return True  # stay open until the buffered frames are delivered
+        self._finish_eof()
+        return True
+
+    def _finish_eof(self) -> None:
+        conn = self.conn
+        if conn.closing:
+            return
+        left = conn.read_buffered
+        if left or self._large_pending:
+            where = "header" if left < HEADER_SIZE and not self._large_pending else "payload"
+            detail = f"inside a frame {where}"
+            offset = conn.bytes_in - left
+            self._fail(
+                TruncatedFrameError(
+                    f"stream ended {detail}: {left} bytes of an incomplete frame at offset {offset}",
+                    channel=-1,
+                    length=left,
+                    offset=offset,
+                )
+            )
+            return
+        conn.close()
+
+    def _fail(self, exc: BaseException, notify: bool = True) -> None:
+        if notify and self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception as inner:
+                self.loop.call_exception_handler(inner, self.on_error)
+        elif notify:
+            self.loop.call_exception_handler(exc, self)
+        self.conn.abort(exc)
+
+    def _on_conn_close(self, exc: BaseException | None) -> None:
+        self._chans, self._lens, self._idx = [], [], 0
+        if self.on_close is not None:
+            self.on_close(exc)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush queued frames, then close the Conn."""
+        self.conn.close()
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed
+
+    def statistics(self) -> PipeStatistics:
+        return PipeStatistics(
+            self.frames_in, self.frames_out, self.payload_in, self.payload_out, self.frames_ready
+        )
+
+    def __repr__(self) -> str:
+        return f"<Pipe {self.conn!r} in={self.frames_in} out={self.frames_out}>"

@@ -1,0 +1,57 @@
+# Shared fixtures. The `loop` fixture is the leak detector: it fails a test
+# that leaves an fd open after Loop.close(), or whose callbacks raised into
+# the loop's exception handler without the test claiming the error.
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import evloop
+
+
+def open_fds() -> dict[int, str]:
+    """fd -> what it points at, for this process (minus the listing's own fd)."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            pass  # the fd of the directory listing itself, already gone
+    return out
+
+
+class LoopErrors(list):
+    """Exceptions that reached the loop's handler; a test that expects some
+    takes them with claim()."""
+
+    def claim(self, kind: type[BaseException]) -> BaseException:
+        for i, (exc, _cb) in enumerate(self):
+            if isinstance(exc, kind):
+                del self[i]
+                return exc
+        raise AssertionError(f"no {kind.__name__} reached the loop handler: {list(self)}")
+
+
+@pytest.fixture
+def loop() -> Iterator[evloop.Loop]:
+    before = open_fds()
+    errors = LoopErrors()
+    lp = evloop.Loop()
+    lp.set_exception_handler(lambda exc, cb: errors.append((exc, cb)))
+    lp.errors = errors  # type: ignore[attr-defined]
+    yield lp
+    lp.close()
+    leaked = {fd: what for fd, what in open_fds().items() if fd not in before}
+    assert not leaked, f"fds left open after Loop.close(): {leaked}"
+    assert not errors, f"unexpected exceptions in loop callbacks: {list(errors)}"
+
+
+def drain(conn: evloop.Conn, into: bytearray) -> None:
+    """An on_data callback that takes everything."""
+    view = conn.read()
+    into += view
+    n = len(view)
+    view.release()
+    conn.consume(n)

@@ -1,0 +1,337 @@
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+
+import evloop
+from tests.conftest import drain
+
+
+def test_many_small_writes_in_one_turn_leave_in_one_send(loop):
+    a, b = evloop.conn_pair(loop)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    for i in range(1000):
+        a.write(b"%04d" % i)
+    assert a.statistics().sends == 0  # write() itself makes no syscall
+    assert loop.run_until(lambda: len(got) == 4000, timeout=5)
+    assert a.statistics().sends == 1
+    assert bytes(got) == b"".join(b"%04d" % i for i in range(1000))
+
+
+def test_writes_are_flushed_before_the_loop_sleeps(loop):
+    # A write made from a timer must not wait for some unrelated event.
+    a, b = evloop.conn_pair(loop)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    loop.call_later(0.01, a.write, b"ping")
+    assert loop.run_until(lambda: got == b"ping", timeout=5)
+
+
+def test_large_writes_are_queued_by_reference(loop):
+    a, b = evloop.conn_pair(loop, start_reading=False)
+    big = b"L" * (1 << 20)
+    a.write(b"small")
+    a.write(big)
+    assert any(item is big for item in a._wq)
+    mutable = bytearray(b"M" * (1 << 17))
+    a.write(mutable)
+    mutable[:] = b"X" * len(mutable)  # the queued copy is unaffected
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    b.resume_reading()
+    assert loop.run_until(lambda: len(got) == 5 + len(big) + (1 << 17), timeout=5)
+    assert got.endswith(b"M" * (1 << 17))
+
+
+def test_watermarks_against_a_peer_that_does_not_read(loop):
+    a_sock, b_sock = socket.socketpair()
+    events = []
+    a = evloop.Conn(
+        loop,
+        a_sock,
+        high_water=256 * 1024,
+        low_water=64 * 1024,
+        on_pause_writing=lambda: events.append("pause"),
+        on_resume_writing=lambda: events.append("resume"),
+    )
+    chunk = b"w" * 4096
+    written = 0
+    while a.writable:
+        a.write(chunk)
+        written += len(chunk)
+    assert events == ["pause"]
+    assert a.write_buffered > 256 * 1024
+    for _ in range(256):  # writes are still accepted while paused, up to the cap
+        a.write(chunk)
+        written += len(chunk)
+    # The peer does not read: the buffer stays put, EPOLLOUT is held.
+    loop.run_until(lambda: False, timeout=0.05)
+    assert not a.writable and a.write_buffered > 64 * 1024
+    assert a._events & evloop.EVENT_WRITE
+    # Now the peer reads everything; we resume and every byte arrives.
+    b = evloop.Conn(loop, b_sock)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    assert loop.run_until(lambda: len(got) == written, timeout=5)
+    assert events == ["pause", "resume"] and a.writable
+    assert not a._events & evloop.EVENT_WRITE  # EPOLLOUT dropped once drained
+
+
+def test_hard_cap_refuses_the_write_and_keeps_the_conn(loop):
+    a, b = evloop.conn_pair(loop, high_water=1000, write_cap=4096, start_reading=False)
+    a.write(b"x" * 4000)
+    with pytest.raises(evloop.BufferFullError, match="cap is 4096"):
+        a.write(b"y" * 100)
+    assert a.write_buffered == 4000 and not a.closed
+    a.write(b"z" * 96)  # exactly to the cap is fine
+
+
+def test_peer_reset_mid_write_reaches_on_close_once(loop):
+    accepted = []
+    server = evloop.listen_tcp(loop, "127.0.0.1", 0, accepted.append)
+    client = socket.create_connection(("127.0.0.1", server.port))
+    assert loop.run_until(lambda: accepted, timeout=5)
+    conn = accepted[0]
+    closes = []
+    conn.on_close = closes.append
+    for _ in range(64):
+        conn.write(b"d" * 65536)  # more than the kernel buffers
+    loop.run_until(lambda: conn.bytes_out > 0, timeout=5)
+    # RST: linger 0 then close, with unread data pending.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    loop.run_until(lambda: False, timeout=0.05)
+    assert len(closes) == 1
+    assert isinstance(closes[0], (ConnectionResetError, BrokenPipeError))
+    assert conn.closed and conn.fd == -1
+    with pytest.raises(evloop.ConnClosedError):
+        conn.write(b"more")
+    server.close()
+
+
+def test_close_after_flush_delivers_every_byte(loop):
+    a, b = evloop.conn_pair(loop)
+    payload = os.urandom(3 * 1024 * 1024)
+    got = bytearray()
+    b_closed = []
+    a_closed = []
+    b.on_data = lambda c: drain(c, got)
+    b.on_close = b_closed.append
+    a.on_close = a_closed.append
+    for i in range(0, len(payload), 1000):
+        a.write(payload[i : i + 1000])
+    a.close()
+    assert a.closing
+    with pytest.raises(evloop.ConnClosedError):
+        a.write(b"late")
+    assert loop.run_until(lambda: b_closed and a_closed, timeout=10)
+    assert bytes(got) == payload
+    assert a_closed == [None] and b_closed == [None]
+
+
+def test_abort_discards_and_closes_now(loop):
+    a, b = evloop.conn_pair(loop)
+    closed = []
+    a.on_close = closed.append
+    a.write(b"never sent")
+    a.abort()
+    assert a.closed and a.fd == -1
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    b_closed = []
+    b.on_close = b_closed.append
+    assert loop.run_until(lambda: b_closed and closed, timeout=5)
+    assert got == b"" and closed == [None]
+
+
+def test_half_close(loop):
+    a, b = evloop.conn_pair(loop)
+    got_b = bytearray()
+    got_a = bytearray()
+    eofs = []
+
+    def b_eof(conn):
+        eofs.append(conn)
+        conn.write(b"reply after your EOF")
+        conn.close()
+        return True
+
+    b.on_data = lambda c: drain(c, got_b)
+    b.on_eof = b_eof
+    a.on_data = lambda c: drain(c, got_a)
+    a.on_eof = lambda c: True  # keep a open to see the whole reply
+    a.write(b"request")
+    a.shutdown_write()
+    with pytest.raises(evloop.ConnClosedError):
+        a.write(b"x")
+    assert loop.run_until(lambda: got_a == b"reply after your EOF", timeout=5)
+    assert got_b == b"request" and eofs == [b]
+    a.close()
+
+
+def test_eof_closes_by_default_exactly_once(loop):
+    a, b = evloop.conn_pair(loop)
+    closes = []
+    b.on_close = closes.append
+    a.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    loop.run_until(lambda: False, timeout=0.02)
+    assert closes == [None] and b.at_eof
+
+
+def test_read_back_pressure_bounds_memory(loop):
+    a, b = evloop.conn_pair(loop, read_limit=128 * 1024)
+    b.on_data = lambda c: None  # consumes nothing
+    total = 4 * 1024 * 1024
+    chunk = b"f" * 65536
+    for _ in range(total // len(chunk)):
+        a.write(chunk)
+    loop.run_until(lambda: False, timeout=0.1)
+    # b stopped reading near its limit; the rest waits in the kernel and a's buffer.
+    assert b.read_buffered < 128 * 1024 + b.read_size
+    assert not b._events & evloop.EVENT_READ
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    drain(b, got)  # consuming resumes reading
+    assert loop.run_until(lambda: len(got) == total, timeout=10)
+
+
+def test_pause_and_resume_reading(loop):
+    a, b = evloop.conn_pair(loop)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    b.pause_reading()
+    a.write(b"while paused")
+    loop.run_until(lambda: False, timeout=0.05)
+    assert got == b""
+    b.resume_reading()
+    assert loop.run_until(lambda: got == b"while paused", timeout=5)
+
+
+def test_hup_while_paused_does_not_spin(loop):
+    a, b = evloop.conn_pair(loop, read_limit=1024)
+    b.on_data = lambda c: None
+    a.write(b"z" * 8192)
+    a.close()
+    loop.run_until(lambda: b.read_buffered >= 1024, timeout=5)
+    before = loop.statistics().iterations
+    loop.run_until(lambda: False, timeout=0.2)
+    assert loop.statistics().iterations - before < 10
+    got = bytearray()
+    closed = []
+    b.on_close = closed.append
+    b.on_data = lambda c: drain(c, got)
+    drain(b, got)
+    assert loop.run_until(lambda: closed, timeout=5)
+    assert len(got) == 8192
+
+
+def test_readline_and_read_until(loop):
+    a, b = evloop.conn_pair(loop)
+    lines = []
+
+    def on_data(c):
+        while (line := c.readline()) is not None:
+            lines.append(line)
+
+    b.on_data = on_data
+    a.write(b"one\ntw")
+    assert loop.run_until(lambda: lines == [b"one\n"], timeout=5)
+    a.write(b"o\r\nthree\n")
+    assert loop.run_until(lambda: len(lines) == 3, timeout=5)
+    assert lines == [b"one\n", b"two\r\n", b"three\n"]
+    b.on_data = None
+    a.write(b"abc||def")
+    assert loop.run_until(lambda: b.read_buffered == 8, timeout=5)
+    assert b.read_until(b"||") == b"abc||"
+    assert b.read_until(b"||") is None
+
+
+def test_read_until_limit(loop):
+    a, b = evloop.conn_pair(loop)
+    b.on_data = None
+    a.write(b"x" * 100)
+    assert loop.run_until(lambda: b.read_buffered == 100, timeout=5)
+    with pytest.raises(evloop.ReadLimitError, match="within 50 bytes"):
+        b.readline(limit=50)
+    assert b.read_buffered == 100  # nothing was lost
+    assert b.readline(limit=200) is None
+
+
+def test_counters(loop):
+    a, b = evloop.conn_pair(loop)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    a.write(b"12345")
+    a.write(b"678")
+    assert loop.run_until(lambda: len(got) == 8, timeout=5)
+    sa, sb = a.statistics(), b.statistics()
+    assert (sa.bytes_out, sa.writes, sa.sends) == (8, 2, 1)
+    assert sb.bytes_in == 8 and sb.reads >= 1
+
+
+def test_conn_on_a_pipe(loop):
+    r, w = os.pipe()
+    reader = evloop.Conn(loop, r)
+    writer = evloop.Conn(loop, w, start_reading=False)
+    got = bytearray()
+    closed = []
+    reader.on_data = lambda c: drain(c, got)
+    reader.on_close = closed.append
+    data = os.urandom(300_000)
+    writer.write(data[:1000])
+    writer.write(data[1000:])
+    writer.close()
+    assert loop.run_until(lambda: closed, timeout=5)
+    assert bytes(got) == data and closed == [None]
+
+
+def test_read_into_receives_straight_into_the_target(loop):
+    a, b = evloop.conn_pair(loop)
+    payload = os.urandom(500_000)
+    target = bytearray(len(payload))
+    done = []
+    b.on_data = None
+    a.write(payload[:10])
+    assert loop.run_until(lambda: b.read_buffered == 10, timeout=5)
+    b.read_into(memoryview(target), lambda: done.append(1))
+    a.write(payload[10:])
+    assert loop.run_until(lambda: done, timeout=5)
+    assert target == payload and b.read_buffered == 0
+
+
+def test_fd_passing(loop):
+    s1, s2 = socket.socketpair()
+    x = evloop.Conn(loop, s1)
+    y = evloop.Conn(loop, s2, receive_fds=True)
+    r, w = os.pipe()
+    x.write(b"a")
+    x.write_fds(b"F", [w])
+    os.close(w)  # the Conn holds its own dup until sent
+    got = bytearray()
+    y.on_data = lambda c: drain(c, got)
+    assert loop.run_until(lambda: got == b"aF", timeout=5)
+    fd = y.pop_fd()
+    assert fd is not None and y.pop_fd() is None
+    os.write(fd, b"through the passed fd")
+    os.close(fd)
+    assert os.read(r, 100) == b"through the passed fd"
+    os.close(r)
+    with pytest.raises(ValueError, match="at least one byte"):
+        x.write_fds(b"", [0])
+
+
+def test_bad_conn_settings():
+    with evloop.Loop() as lp:
+        a, b = socket.socketpair()
+        try:
+            with pytest.raises(ValueError, match="low_water"):
+                evloop.Conn(lp, a, high_water=10, low_water=20)
+        finally:
+            a.close()
+            b.close()

@@ -25,15 +25,17 @@
 #   was closed and reused behind our back are resolved the same way.
 #
 # One turn of the loop, in order:
-#   1. end-of-turn hooks (Conn flushes: everything written last turn leaves)
-#   2. epoll_wait, with timeout 0 if work is pending, else until the next timer
-#   3. fd callbacks, for every event returned
-#   4. timers that are due move to the ready queue
-#   5. the ready callbacks present at the start of this stage run
-#   6. ready sources are served round-robin, one item each per round, until
+#   1. epoll_wait, with timeout 0 if work is pending, else until the next timer
+#   2. fd callbacks, for every event returned
+#   3. timers that are due move to the ready queue
+#   4. the ready callbacks present at the start of this stage run
+#   5. ready sources are served round-robin, one item each per round, until
 #      none has more or the turn's budget (items and time) is spent
-# Signals and call_soon_threadsafe both arrive through fds, so they are just
-# stage-3 events that queue stage-5 callbacks.
+#   6. end-of-turn hooks (Conn flushes: everything written this turn leaves
+#      before the loop can sleep again)
+# Hooks also run when run()/run_until() start and return, so writes made
+# outside the loop leave too. Signals and call_soon_threadsafe both arrive
+# through fds, so they are just stage-2 events that queue stage-4 callbacks.
 from __future__ import annotations
 
 import errno
@@ -257,13 +259,13 @@ class Loop:
             self._cancelled_timers = 0
 
     def add_ready_source(self, source: ReadySource) -> None:
-        """Queue a source to be served round-robin in stage 6. The caller
+        """Queue a source to be served round-robin in stage 5. The caller
         avoids double-queuing (a Pipe keeps a flag)."""
         self._sources.append(source)
 
     def call_before_poll(self, fn: Callable[[], Any]) -> None:
         """Run fn() once, at the end of this turn, before epoll is polled
-        (stage 1). Conn uses it to flush writes made during the turn."""
+        again (stage 6). Conn uses it to flush writes made during the turn."""
         self._before_poll.append(fn)
 
     # -- file descriptors -----------------------------------------------------
@@ -456,10 +458,14 @@ class Loop:
             deadline_handle = self.call_later(timeout, _expire)
         self._enter()
         try:
-            while not self._stopping and not timed_out:
-                self._run_once()
+            while True:
+                # Checked before every sleep, including right after _enter()
+                # flushed writes made outside the loop.
                 if predicate is not None and predicate():
                     return True
+                if self._stopping or timed_out:
+                    break
+                self._run_once()
         finally:
             self._leave()
             if deadline_handle is not None:
@@ -473,6 +479,8 @@ class Loop:
         self._running = True
         self._stopping = False
         self._thread_id = threading.get_ident()
+        if self._before_poll:
+            self._run_before_poll()
 
     def _leave(self) -> None:
         self._running = False
@@ -496,11 +504,8 @@ class Loop:
 
     def _run_once(self) -> None:
         self._iterations += 1
-        if self._before_poll:
-            self._run_before_poll()
-
-        # Stage 2: how long may we sleep?
-        if self._ready or self._sources or self._stopping:
+        # Stage 1: how long may we sleep?
+        if self._ready or self._sources or self._stopping or self._before_poll:
             timeout = 0.0
         elif self._timers:
             # Round up to the millisecond epoll counts in, so we never wake
@@ -513,7 +518,7 @@ class Loop:
         assert epoll is not None
         events = epoll.poll(timeout, _MAX_EVENTS)
 
-        # Stage 3: fd callbacks.
+        # Stage 2: fd callbacks.
         if events:
             fds = self._fds
             for fd, mask in events:
@@ -528,7 +533,7 @@ class Loop:
                 except BaseException as exc:
                     self.call_exception_handler(exc, entry.callback)
 
-        # Stage 4: due timers to the ready queue.
+        # Stage 3: due timers to the ready queue.
         timers = self._timers
         if timers:
             now = time.monotonic()
@@ -540,7 +545,7 @@ class Loop:
                 else:
                     ready.append(h)
 
-        # Stage 5: callbacks queued before this point.
+        # Stage 4: callbacks queued before this point.
         ready = self._ready
         n = len(ready)
         if n:
@@ -560,10 +565,14 @@ class Loop:
                 except BaseException as exc:
                     self.call_exception_handler(exc, h._fn)
 
-        # Stage 6: ready sources, round-robin, one item per source per round.
+        # Stage 5: ready sources, round-robin, one item per source per round.
         sources = self._sources
         if sources:
             self._serve_sources(sources)
+
+        # Stage 6: flush what this turn wrote before we can sleep again.
+        if self._before_poll:
+            self._run_before_poll()
 
     def _serve_sources(self, sources: deque[ReadySource]) -> None:
         left = self.budget

@@ -1,0 +1,372 @@
+# The Pipe suite. `make test` runs it twice: with the C codec (EVLOOP_REQUIRE_C=1)
+# and with the pure-Python twin (EVLOOP_PURE_PYTHON=1).
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import pytest
+
+import evloop
+from evloop import codec
+
+HDR = struct.Struct(">HI")
+
+
+def frame(chan: int, payload: bytes) -> bytes:
+    return HDR.pack(chan, len(payload)) + payload
+
+
+def test_codec_selected_as_the_environment_says():
+    if os.environ.get("EVLOOP_PURE_PYTHON") == "1":
+        assert codec.IMPLEMENTATION == "python"
+    elif os.environ.get("EVLOOP_REQUIRE_C") == "1":
+        assert codec.IMPLEMENTATION == "c"
+
+
+def pipe_pair(loop, **kw):
+    a, b = evloop.conn_pair(loop)
+    got: list[tuple[int, bytes]] = []
+    pa = evloop.Pipe(a, **kw)
+    pb = evloop.Pipe(b, lambda c, p: got.append((c, p)), **kw)
+    return pa, pb, got
+
+
+@pytest.mark.parametrize("size", [1, 64, 65535, 65536, 1 << 20, evloop.DEFAULT_MAX_LEN])
+def test_round_trip_every_size_class(loop, size):
+    pa, pb, got = pipe_pair(loop)
+    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+    pa.write_frame(7, payload)
+    pa.write_frame(8, b"\x00after")
+    assert loop.run_until(lambda: len(got) == 2, timeout=20)
+    assert got[0][0] == 7 and got[0][1] == payload
+    assert got[1] == (8, b"\x00after")
+    # Payload lifetime: independent objects; large ones received in place.
+    assert type(got[0][1]) is (bytes if size < evloop.pipe.LARGE_PAYLOAD else bytearray)
+
+
+def test_large_payload_is_received_straight_into_its_own_buffer(loop):
+    a, b = evloop.conn_pair(loop)
+    got = []
+    evloop.Pipe(b, lambda c, p: got.append(p))
+    payload = os.urandom(4 << 20)
+    a.write(frame(1, payload))
+    assert loop.run_until(lambda: got, timeout=10)
+    assert got[0] == payload
+    # The Conn's own buffer never had to hold the frame.
+    assert len(b._rbuf) <= 1 << 20
+
+
+def test_every_split_of_the_header_and_payload(loop):
+    a_sock, b_sock = socket.socketpair()
+    got = []
+    pipe = evloop.Pipe(evloop.Conn(loop, b_sock), lambda c, p: got.append((c, p)))
+    stream = frame(0xABCD, b"\x00\xffpay\x80load") + frame(0, b"\x01") + frame(0xFFFF, b"z" * 300)
+    expect = [(0xABCD, b"\x00\xffpay\x80load"), (0, b"\x01"), (0xFFFF, b"z" * 300)]
+    sent = 0
+    for cut in range(1, len(stream)):
+        for piece in (stream[:cut], stream[cut:]):
+            a_sock.sendall(piece)
+            sent += len(piece)
+            assert loop.run_until(lambda: pipe.conn.bytes_in == sent, timeout=5)
+        assert loop.run_until(lambda: len(got) == 3, timeout=5)
+        assert got == expect, f"cut at {cut}"
+        got.clear()
+    # And one byte at a time.
+    for byte in stream:
+        a_sock.send(bytes([byte]))
+        sent += 1
+        assert loop.run_until(lambda: pipe.conn.bytes_in == sent, timeout=5)
+    assert loop.run_until(lambda: len(got) == 3, timeout=5)
+    assert got == expect
+    a_sock.close()
+
+
+def test_interleaved_channels_arrive_in_order_per_channel(loop):
+    pa, pb, got = pipe_pair(loop)
+    for i in range(3000):
+        pa.write_frame(i % 7, struct.pack(">I", i) * (1 + i % 5))
+    assert loop.run_until(lambda: len(got) == 3000, timeout=10)
+    per_chan: dict[int, list[int]] = {}
+    for chan, payload in got:
+        per_chan.setdefault(chan, []).append(struct.unpack_from(">I", payload)[0])
+    for chan, seqs in per_chan.items():
+        assert seqs == sorted(seqs) and all(s % 7 == chan for s in seqs)
+
+
+def test_write_frames_batch_and_buffer_types(loop):
+    pa, pb, got = pipe_pair(loop)
+    pa.write_frames([(1, b"a"), (2, bytearray(b"bb")), (3, memoryview(b"ccc"))])
+    pa.write_frame(4, memoryview(b"\x00" * 70000))
+    pa.write_frame(5, bytearray(b"e" * 70000))
+    assert loop.run_until(lambda: len(got) == 5, timeout=5)
+    assert got[:3] == [(1, b"a"), (2, b"bb"), (3, b"ccc")]
+    assert got[3] == (4, b"\x00" * 70000) and got[4] == (5, b"e" * 70000)
+
+
+@pytest.mark.parametrize(
+    "chan, payload, match",
+    [
+        (-1, b"x", "outside 0..65535"),
+        (65536, b"x", "outside 0..65535"),
+        (1, b"", "empty payload"),
+        (1, b"x" * 1001, "exceeds max_len 1000"),
+    ],
+)
+def test_write_frame_refuses_bad_frames_before_the_wire(loop, chan, payload, match):
+    pa, pb, got = pipe_pair(loop, max_len=1000)
+    with pytest.raises(ValueError, match=match):
+        pa.write_frame(chan, payload)
+    with pytest.raises(ValueError, match=match):
+        pa.write_frames([(1, b"ok"), (chan, payload)])
+    assert pa.conn.write_buffered == 0 and pa.frames_out == 0
+
+
+@pytest.mark.parametrize("length", [0, 1001, 0xFFFFFFFF])
+def test_bad_length_is_a_protocol_error_that_closes_only_that_conn(loop, length):
+    # A healthy pipe on the same loop must be untouched.
+    ha, hb, healthy = pipe_pair(loop)
+    a_sock, b_sock = socket.socketpair()
+    got, errors, closes = [], [], []
+    evloop.Pipe(
+        evloop.Conn(loop, b_sock),
+        lambda c, p: got.append((c, p)),
+        on_error=errors.append,
+        on_close=closes.append,
+        max_len=1000,
+    )
+    good = frame(3, b"good") + frame(4, b"also good")
+    a_sock.sendall(good + HDR.pack(0x0102, length) + b"garbage that must never be delivered")
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert got == [(3, b"good"), (4, b"also good")]  # frames before it were delivered
+    (exc,) = errors
+    assert isinstance(exc, evloop.ProtocolError)
+    assert (exc.channel, exc.length, exc.offset) == (0x0102, length, len(good))
+    assert "channel 258" in str(exc) and f"length {length}" in str(exc)
+    assert closes == [exc]
+    ha.write_frame(1, b"still fine")
+    assert loop.run_until(lambda: healthy == [(1, b"still fine")], timeout=5)
+    a_sock.close()
+
+
+def test_protocol_error_in_pull_mode_is_raised_by_read_frame(loop):
+    a_sock, b_sock = socket.socketpair()
+    pipe = evloop.Pipe(evloop.Conn(loop, b_sock), max_len=10)
+    a_sock.sendall(frame(1, b"ok") + HDR.pack(9, 11) + b"x" * 11)
+    assert loop.run_until(lambda: pipe.conn.bytes_in == 8 + 6 + 11, timeout=5)
+    assert pipe.read_frame() == (1, b"ok")
+    with pytest.raises(evloop.ProtocolError) as info:
+        pipe.read_frame()
+    assert info.value.length == 11 and info.value.channel == 9
+    assert pipe.closed
+    a_sock.close()
+
+
+@pytest.mark.parametrize("tail", [b"\x00", HDR.pack(1, 10)[:5], HDR.pack(1, 10) + b"12345"])
+def test_stream_ending_inside_a_frame_is_reported(loop, tail):
+    a_sock, b_sock = socket.socketpair()
+    got, errors, closes = [], [], []
+    evloop.Pipe(
+        evloop.Conn(loop, b_sock),
+        lambda c, p: got.append(p),
+        on_error=errors.append,
+        on_close=closes.append,
+    )
+    a_sock.sendall(frame(1, b"complete") + tail)
+    a_sock.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert got == [b"complete"]
+    assert isinstance(errors[0], evloop.TruncatedFrameError)
+    assert errors[0].length == len(tail) and errors[0].offset == 6 + 8
+
+
+def test_truncated_large_frame_is_reported(loop):
+    a_sock, b_sock = socket.socketpair()
+    errors, closes = [], []
+    evloop.Pipe(evloop.Conn(loop, b_sock), print, on_error=errors.append, on_close=closes.append)
+    a_sock.sendall(HDR.pack(1, 1 << 20) + b"x" * 100_000)
+    a_sock.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert isinstance(errors[0], evloop.TruncatedFrameError)
+
+
+def test_clean_eof_after_frames_closes_without_error(loop):
+    a_sock, b_sock = socket.socketpair()
+    got, closes = [], []
+    evloop.Pipe(evloop.Conn(loop, b_sock), lambda c, p: got.append(p), on_close=closes.append)
+    a_sock.sendall(b"".join(frame(1, b"%d" % i) for i in range(500)))
+    a_sock.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert len(got) == 500 and closes == [None]  # nothing lost to the EOF
+
+
+def test_on_frame_exception_is_reported_and_the_pipe_goes_on(loop):
+    got = []
+
+    def on_frame(chan, payload):
+        if payload == b"bad":
+            raise RuntimeError("handler failed")
+        got.append(payload)
+
+    a, b = evloop.conn_pair(loop)
+    pa = evloop.Pipe(a)
+    evloop.Pipe(b, on_frame)
+    for p in (b"one", b"bad", b"two"):
+        pa.write_frame(1, p)
+    assert loop.run_until(lambda: len(got) == 2, timeout=5)
+    assert got == [b"one", b"two"]
+    loop.errors.claim(RuntimeError)
+
+
+def test_pull_mode_read_frame_keeps_partial_state(loop):
+    a_sock, b_sock = socket.socketpair()
+    ready = []
+    pipe = evloop.Pipe(evloop.Conn(loop, b_sock), on_readable=ready.append)
+    data = frame(5, b"hello") + frame(6, b"world")
+    a_sock.sendall(data[:4])
+    assert loop.run_until(lambda: pipe.conn.bytes_in == 4, timeout=5)
+    assert pipe.read_frame() is None and not ready
+    a_sock.sendall(data[4:13])
+    assert loop.run_until(lambda: ready, timeout=5)
+    assert pipe.read_frame() == (5, b"hello")
+    assert pipe.read_frame() is None
+    a_sock.sendall(data[13:])
+    assert loop.run_until(lambda: pipe.frames_ready or pipe.conn.read_buffered == 11, timeout=5)
+    assert pipe.read_frame() == (6, b"world")
+    a_sock.close()
+
+
+def test_buffered_frames_are_never_stranded_with_budget_1():
+    with evloop.Loop(budget=1) as lp:
+        a_sock, b_sock = socket.socketpair()
+        got = []
+        evloop.Pipe(evloop.Conn(lp, b_sock), lambda c, p: got.append(p))
+        # 300 frames arrive in one read, then the peer goes quiet for good.
+        a_sock.sendall(b"".join(frame(1, b"%03d" % i) for i in range(300)))
+        assert lp.run_until(lambda: len(got) == 300, timeout=5)
+        assert got == [b"%03d" % i for i in range(300)]
+        a_sock.close()
+
+
+def _flooders(lp, n, payload=b"f" * 64):
+    """n Pipes whose peers keep their write buffers topped up every turn."""
+    counts = Counter()
+    order = []
+    senders = []
+    for i in range(n):
+        a, b = evloop.conn_pair(lp, high_water=256 * 1024)
+        pa = evloop.Pipe(a)
+        evloop.Pipe(b, lambda c, p, i=i: (counts.update((i,)), order.append(i)))
+        senders.append(pa)
+
+    def pump():
+        for pa in senders:
+            while pa.conn.writable:
+                pa.write_frame(1, payload)
+        lp.call_soon(pump)
+
+    return counts, order, senders, pump
+
+
+@pytest.mark.parametrize("budget", [1, 64])
+def test_ten_flooding_pipes_get_equal_shares(budget):
+    with evloop.Loop(budget=budget) as lp:
+        counts, order, senders, pump = _flooders(lp, 10)
+        lp.call_soon(pump)
+        assert lp.run_until(lambda: len(order) >= 40_000, timeout=30)
+        # Measure once every pipe is flowing, over a later window.
+        window = Counter(order[10_000:40_000])
+        mean = sum(window.values()) / 10
+        assert len(window) == 10
+        spread = (max(window.values()) - min(window.values())) / mean
+        assert spread < 0.03, f"shares {sorted(window.values())} differ by {spread:.1%}"
+
+
+@pytest.mark.parametrize("budget", [1, 16, 64, 256])
+def test_a_quiet_pipe_is_served_within_one_budget_while_others_flood(budget):
+    with evloop.Loop(budget=budget) as lp:
+        counts, order, senders, pump = _flooders(lp, 10)
+        qa, qb = evloop.conn_pair(lp)
+        quiet_sender = evloop.Pipe(qa)
+        marks = {}
+
+        def on_quiet(chan, payload):
+            marks["delivered"] = len(order)
+
+        evloop.Pipe(qb, on_quiet)
+
+        def send_quiet():
+            quiet_sender.write_frame(9, b"quiet")
+            marks["sent"] = len(order)
+
+        lp.call_soon(pump)
+        assert lp.run_until(lambda: len(order) >= 5_000, timeout=30)
+        lp.call_soon(send_quiet)
+        assert lp.run_until(lambda: "delivered" in marks, timeout=10)
+        # The frame leaves at the end of the turn it was written in; the next
+        # turn's epoll sees it and the Pipe joins the round-robin behind at
+        # most the 10 flooders.
+        waited = marks["delivered"] - marks["sent"]
+        assert waited <= budget + 10, f"quiet frame waited {waited} deliveries (budget {budget})"
+
+
+_WRITER = textwrap.dedent(
+    """
+    import socket, struct, sys
+    import evloop
+
+    fd, total = int(sys.argv[1]), int(sys.argv[2])
+    loop = evloop.Loop()
+    pipe = evloop.Pipe(evloop.Conn(loop, socket.socket(fileno=fd)))
+    pack = struct.Struct(">Q").pack
+    state = {"seq": 0}
+
+    def pump():
+        seq = state["seq"]
+        conn = pipe.conn
+        while seq < total and conn.writable:
+            pipe.write_frame(seq & 3, pack(seq))
+            seq += 1
+        state["seq"] = seq
+        if seq < total:
+            conn.on_resume_writing = pump
+        else:
+            pipe.close()
+
+    loop.call_soon(pump)
+    loop.run_until(lambda: pipe.closed, timeout=120)
+    loop.close()
+    """
+)
+
+
+def test_a_million_small_frames_between_two_processes(loop):
+    total = 1_000_000
+    a_sock, b_sock = socket.socketpair()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(b_sock.fileno()), str(total)],
+        pass_fds=(b_sock.fileno(),),
+    )
+    b_sock.close()
+    expected = [0, 1, 2, 3]  # next sequence number per channel
+    state = {"n": 0, "bad": None}
+    unpack = struct.Struct(">Q").unpack
+
+    def on_frame(chan, payload):
+        (seq,) = unpack(payload)
+        if seq != expected[chan] and state["bad"] is None:
+            state["bad"] = (chan, seq, expected[chan])
+        expected[chan] = seq + 4
+        state["n"] += 1
+
+    closes = []
+    evloop.Pipe(evloop.Conn(loop, a_sock), on_frame, on_close=closes.append)
+    assert loop.run_until(lambda: closes, timeout=50)
+    assert child.wait(10) == 0
+    assert state["bad"] is None, f"lost or reordered: {state['bad']}"
+    assert state["n"] == total and closes == [None]

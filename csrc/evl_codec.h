@@ -1,0 +1,50 @@
+/* csrc/evl_codec.h
+ *
+ * The frame codec's C interface.  This file is both the cffi cdef (so it holds
+ * declarations only: no includes, no macros) and the header evl_codec.c
+ * includes after <stdint.h> and <stddef.h>.
+ *
+ * A frame is: channel (u16 big-endian) | length (u32 big-endian) | payload.
+ * Every function takes a buffer as (pointer, length) plus absolute offsets into
+ * it, never writes outside what it was given, allocates nothing, and reports
+ * through its integer return value; bad arguments give -1 (or -2 where -1
+ * already means "not found").
+ */
+
+/* Scans buf[start:end] for up to max_frames complete frames.  For frame i it
+ * stores the channel in chans[i], the payload length in lens[i] and the
+ * absolute offset of the first payload byte in offs[i].  *pos_out receives the
+ * offset just past the last frame stored (start if none).  *need_out receives
+ * 0 when scanning stopped because max_frames frames were stored or nothing is
+ * left, n > 0 when the bytes at *pos_out are an incomplete frame that will
+ * occupy n bytes in all (6 while its header is incomplete), and -1 when the
+ * header at *pos_out has a length of 0 or above max_len.  Returns the number
+ * of frames stored, or -1 for bad arguments (then nothing is written). */
+long evl_scan_frames(const uint8_t *buf, size_t len, size_t start, size_t end,
+                     uint32_t max_len, uint16_t *chans, uint32_t *lens,
+                     size_t *offs, size_t max_frames, size_t *pos_out,
+                     int64_t *need_out);
+
+/* Returns the absolute offset of the first occurrence of delim[0:dlen] that
+ * lies entirely inside buf[start:end], -1 if there is none, or -2 for bad
+ * arguments (including an empty delimiter). */
+long evl_find_delim(const uint8_t *buf, size_t len, size_t start, size_t end,
+                    const uint8_t *delim, size_t dlen);
+
+/* Writes the 6-byte header for (chan, len) to dst[0:6].  Returns 6, or -1 if
+ * cap < 6 (then nothing is written). */
+int evl_encode_header(uint8_t *dst, size_t cap, uint16_t chan, uint32_t len);
+
+/* Reads the header at buf[pos:pos+6] into *chan_out and *len_out.  Returns 6,
+ * or -1 if fewer than 6 bytes are available at pos. */
+int evl_decode_header(const uint8_t *buf, size_t len, size_t pos,
+                      uint16_t *chan_out, uint32_t *len_out);
+
+/* Builds n frames on one channel into dst[0:cap].  The payloads lie back to
+ * back in src[0:src_len], payload i being lens[i] bytes long.  Returns the
+ * number of bytes written (6 * n + src_len), or -1 if a length is 0, the
+ * lengths do not add up to src_len, or dst is too small (then nothing is
+ * written). */
+long evl_encode_frames(uint8_t *dst, size_t cap, uint16_t chan,
+                       const uint8_t *src, size_t src_len,
+                       const uint32_t *lens, size_t n);

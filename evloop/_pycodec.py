@@ -1,0 +1,133 @@
+# evloop/_pycodec.py
+#
+# The pure-Python frame codec: chan (u16 BE) | length (u32 BE) | payload.
+# It is the twin of csrc/evl_codec.c as wrapped by evloop/codec.py and must
+# behave identically, down to which exception a bad argument raises; the test
+# mixin in tests/test_codec.py runs the same cases against both and a
+# hypothesis test feeds both the same byte streams. It is always importable,
+# so evloop works (more slowly) where the C extension was not built.
+#
+# Buffers are any C-contiguous bytes-like object; offsets are absolute indexes
+# into it, in bytes. Nothing here keeps a reference to a buffer after it
+# returns, so a caller's bytearray can be resized freely between calls.
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+# What the functions accept as a buffer (anything C-contiguous, really).
+BytesLike = bytes | bytearray | memoryview
+ScanResult = tuple[list[int], list[int], list[int], int, int]
+
+HEADER_SIZE = 6
+DEFAULT_MAX_LEN = 64 << 20
+MAX_CHANNEL = 0xFFFF
+MAX_LENGTH = 0xFFFFFFFF
+
+_HEADER = struct.Struct(">HI")
+_pack = _HEADER.pack
+_unpack_from = _HEADER.unpack_from
+
+
+def _as_bytes(buf: BytesLike) -> BytesLike:
+    # Index arithmetic is in bytes, so any other buffer (a memoryview of
+    # 'I' items, an array.array...) is seen through a flat byte view.
+    if type(buf) is bytes or type(buf) is bytearray:
+        return buf
+    return memoryview(buf).cast("B")
+
+
+def scan_frames(buf: BytesLike, start: int, end: int, max_frames: int, max_len: int) -> ScanResult:
+    """Find up to `max_frames` complete frames in `buf[start:end]`.
+
+    Returns `(chans, offs, lens, pos, need)`: per frame its channel, the
+    absolute offset of its payload and the payload length; `pos`, the offset
+    just past the last frame returned; and `need`, why scanning stopped there:
+    0 for "max_frames reached or nothing left", n > 0 for "an incomplete frame
+    that will occupy n bytes in all (6 while its header is incomplete)", -1 for
+    "the header at pos has a length of 0 or above max_len".
+    """
+    buf = _as_bytes(buf)
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {len(buf)}")
+    if max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+    if not 1 <= max_len <= MAX_LENGTH:
+        raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+    chans: list[int] = []
+    offs: list[int] = []
+    lens: list[int] = []
+    pos = start
+    need = 0
+    count = 0
+    while count < max_frames:
+        avail = end - pos
+        if avail == 0:
+            break
+        if avail < HEADER_SIZE:
+            need = HEADER_SIZE
+            break
+        chan, length = _unpack_from(buf, pos)
+        if length == 0 or length > max_len:
+            need = -1
+            break
+        if length > avail - HEADER_SIZE:
+            need = HEADER_SIZE + length
+            break
+        chans.append(chan)
+        offs.append(pos + HEADER_SIZE)
+        lens.append(length)
+        pos += HEADER_SIZE + length
+        count += 1
+    return chans, offs, lens, pos, need
+
+
+def find_delim(buf: BytesLike, start: int, end: int, delim: BytesLike) -> int:
+    """Return the absolute offset of the first `delim` lying wholly inside
+    `buf[start:end]`, or -1."""
+    buf = _as_bytes(buf)
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {len(buf)}")
+    if type(delim) is not bytes and type(delim) is not bytearray:
+        delim = memoryview(delim).cast("B")
+    if len(delim) == 0:
+        raise ValueError("delim must not be empty")
+    if type(buf) is bytes or type(buf) is bytearray:
+        return buf.find(delim, start, end)
+    # A memoryview has no find(); copying the range is the simple honest way.
+    i = bytes(buf[start:end]).find(delim)
+    return i + start if i >= 0 else -1
+
+
+def encode_header(chan: int, length: int) -> bytes:
+    """Return the 6-byte header for a frame of `length` bytes on `chan`."""
+    if not 0 <= chan <= MAX_CHANNEL:
+        raise ValueError(f"channel must be in 0..{MAX_CHANNEL}, got {chan}")
+    if not 0 <= length <= MAX_LENGTH:
+        raise ValueError(f"length must be in 0..{MAX_LENGTH}, got {length}")
+    return _pack(chan, length)
+
+
+def encode_frames(chan: int, payloads: Iterable[BytesLike]) -> bytes:
+    """Return the frames for `payloads`, all on `chan`, back to back."""
+    if not 0 <= chan <= MAX_CHANNEL:
+        raise ValueError(f"channel must be in 0..{MAX_CHANNEL}, got {chan}")
+    parts: list[BytesLike] = []
+    append = parts.append
+    for p in payloads:
+        if type(p) is not bytes and type(p) is not bytearray:
+            p = memoryview(p).cast("B")
+        n = len(p)
+        if n == 0 or n > MAX_LENGTH:
+            raise ValueError(f"payload length must be in 1..{MAX_LENGTH}, got {n}")
+        append(_pack(chan, n))
+        append(p)
+    return b"".join(parts)
+
+
+def decode_header(buf: BytesLike, pos: int) -> tuple[int, int]:
+    """Return `(chan, length)` from the 6 header bytes at `buf[pos:pos+6]`."""
+    buf = _as_bytes(buf)
+    if not 0 <= pos <= len(buf) - HEADER_SIZE:
+        raise ValueError(f"need 6 header bytes at {pos}, buffer holds {len(buf)}")
+    return _unpack_from(buf, pos)

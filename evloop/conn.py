@@ -243,12 +243,20 @@ class Conn:
     def take(self, skip: int, n: int) -> bytes:
         """Copy out bytes [skip, skip+n) of the unconsumed data as an
         independent bytes object and consume everything up to skip+n."""
-        s = self._rstart + skip
-        e = s + n
-        if skip < 0 or n < 0 or e > self._rend:
-            raise ValueError(f"cannot take {skip}+{n} bytes, {self._rend - self._rstart} buffered")
-        data = bytes(self._rview[s:e])
-        self.consume(e - self._rstart)
+        # The Pipe's per-frame path: consume() is inlined.
+        s = self._rstart
+        start = s + skip
+        e = start + n
+        end = self._rend
+        if skip < 0 or n < 0 or e > end:
+            raise ValueError(f"cannot take {skip}+{n} bytes, {end - s} buffered")
+        data = self._rview[start:e].tobytes()
+        if e == end:
+            self._rstart = self._rend = 0
+        else:
+            self._rstart = e
+        if end - s >= self.read_limit > end - e and not self._eof:
+            self._update_events()
         return data
 
     def read_until(self, delimiter: bytes = b"\n", limit: int = 64 * 1024) -> bytes | None:
@@ -559,7 +567,8 @@ class Conn:
                 break
         if self._write_paused and self._wsize <= self.low_water:
             self._write_paused = False
-            if self.on_resume_writing is not None:
+            # A closing Conn takes no more writes: no point asking for them.
+            if self.on_resume_writing is not None and not self._closing:
                 self.on_resume_writing()
         if not self._wq:
             if self._closing:

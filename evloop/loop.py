@@ -132,10 +132,13 @@ def _noop(*_: Any) -> None:
 
 class ReadySource(Protocol):
     """Something that holds work the loop should hand out fairly (a Pipe with
-    complete frames). `serve_one()` delivers one item and returns True if it
-    still has more; the loop calls it round-robin with the other sources."""
+    complete frames). `serve(limit)` delivers between 1 and `limit` items and
+    returns (delivered, more): whether it still holds work. The loop serves
+    sources round-robin with limit=1; a source that is alone on the ready
+    list gets a run of items in one call, which is the order round-robin
+    would give anyway, for a fraction of the dispatch cost."""
 
-    def serve_one(self) -> bool: ...
+    def serve(self, limit: int) -> tuple[int, bool]: ...
 
 
 @dataclass(frozen=True)
@@ -579,21 +582,33 @@ class Loop:
         deadline = time.monotonic() + self.time_budget
         popleft = sources.popleft
         append = sources.append
-        while sources and left:
-            src = popleft()
+        since_clock = 0
+        while sources and left > 0:
+            if len(sources) == 1:
+                src = sources[0]
+                limit = left if left < 16 else 16
+            else:
+                src = popleft()
+                limit = 1
             try:
-                more = src.serve_one()
+                n, more = src.serve(limit)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:
-                self.call_exception_handler(exc, src.serve_one)
-                more = False
-            if more:
-                append(src)
-            left -= 1
-            # Reading the clock costs ~50 ns; check it every 16 items.
-            if not left & 15 and time.monotonic() >= deadline:
-                break
+                self.call_exception_handler(exc, src.serve)
+                n, more = 1, False
+            if limit == 1:
+                if more:
+                    append(src)
+            elif not more:
+                popleft()
+            left -= n
+            since_clock += n
+            # Reading the clock costs ~50 ns; look at it every 16 items.
+            if since_clock >= 16:
+                since_clock = 0
+                if time.monotonic() >= deadline:
+                    break
 
     def _run_timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         t0 = time.perf_counter()

@@ -260,28 +260,50 @@ class Pipe:
         elif self.on_readable is not None:
             self.on_readable(self)
 
-    def serve_one(self) -> bool:
-        """Deliver one frame to on_frame (called by the Loop's fair stage).
-        Returns True while this Pipe still holds complete frames."""
-        frame = self._pop()
-        if frame is not None:
+    def serve(self, limit: int) -> tuple[int, bool]:
+        """Deliver up to `limit` frames to on_frame (called by the Loop's fair
+        stage). Returns (delivered, whether complete frames remain)."""
+        cb = self.on_frame
+        conn = self.conn
+        done = 0
+        while done < limit and cb is not None:
+            i = self._idx
+            if i < len(self._lens) and self._large is None:
+                # The common case, inlined: a small frame from the scan.
+                n = self._lens[i]
+                self._idx = i + 1
+                if n < LARGE_PAYLOAD:
+                    frame = (self._chans[i], conn.take(HEADER_SIZE, n))
+                    self.frames_in += 1
+                    self.payload_in += n
+                else:
+                    self._idx = i
+                    frame = self._pop()  # type: ignore[assignment]
+            else:
+                frame = self._pop()  # type: ignore[assignment]
+                if frame is None:
+                    if not self._scan():
+                        break
+                    continue
+            done += 1
+            try:
+                cb(frame[0], frame[1])
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, cb)
+            if conn.closed:
+                break
             cb = self.on_frame
-            if cb is not None:
-                try:
-                    cb(frame[0], frame[1])
-                except Exception as exc:
-                    self.loop.call_exception_handler(exc, cb)
         if (self._idx < len(self._lens) or self._large is not None or self._scan()) and (
-            self.on_frame is not None
+            self.on_frame is not None and not conn.closed
         ):
-            return True
+            return done, True
         self._queued = False
         if self._error is not None:
             exc, self._error = self._error, None
             self._fail(exc)
         elif self._eof:
             self._finish_eof()
-        return False
+        return done, False
 
     # -- end of stream and errors ---------------------------------------------
 

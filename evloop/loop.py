@@ -584,7 +584,8 @@ class Loop:
         append = sources.append
         since_clock = 0
         while sources and left > 0:
-            if len(sources) == 1:
+            alone = len(sources) == 1
+            if alone:
                 src = sources[0]
                 limit = left if left < 16 else 16
             else:
@@ -597,11 +598,11 @@ class Loop:
             except BaseException as exc:
                 self.call_exception_handler(exc, src.serve)
                 n, more = 1, False
-            if limit == 1:
-                if more:
-                    append(src)
-            elif not more:
-                popleft()
+            if alone:
+                if not more:
+                    popleft()
+            elif more:
+                append(src)
             left -= n
             since_clock += n
             # Reading the clock costs ~50 ns; look at it every 16 items.

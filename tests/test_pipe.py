@@ -370,3 +370,19 @@ def test_a_million_small_frames_between_two_processes(loop):
     assert child.wait(10) == 0
     assert state["bad"] is None, f"lost or reordered: {state['bad']}"
     assert state["n"] == total and closes == [None]
+
+
+@pytest.mark.parametrize("budget", [1, 2, 17])
+def test_a_lone_flooding_pipe_is_on_the_ready_list_at_most_once(budget):
+    with evloop.Loop(budget=budget) as lp:
+        counts, order, senders, pump = _flooders(lp, 1)
+        seen = []
+
+        def watch():
+            seen.append(lp.statistics().ready_sources)
+            lp.call_soon(watch)
+
+        lp.call_soon(pump)
+        lp.call_soon(watch)
+        assert lp.run_until(lambda: len(order) >= 20_000, timeout=30)
+        assert max(seen) <= 1, f"ready list grew to {max(seen)}"

@@ -481,7 +481,9 @@ class Conn:
         if not 0 < len(fds) <= _MAX_FDS_PER_MSG:
             raise ValueError(f"pass 1..{_MAX_FDS_PER_MSG} fds, got {len(fds)}")
         if self._closing or self._shut_wr_requested:
-            raise ConnClosedError("write on a closed or write-shut connection", reason=self._close_reason)
+            raise ConnClosedError(
+                "write on a closed or write-shut connection", reason=self._close_reason
+            )
         if self._wsize + len(data) > self.write_cap:
             raise BufferFullError(f"write of {len(data)} bytes refused: cap is {self.write_cap}")
         dups: list[int] = []
@@ -583,7 +585,7 @@ class Conn:
         if type(wq[0]) is _FdChunk:
             return self._send_fd_chunk()
         # Plain data before the next fd chunk goes first, without fds.
-        bufs = []
+        bufs: list[Buffer] = []
         for item in wq:
             if type(item) is _FdChunk or len(bufs) == _IOV_MAX:
                 break

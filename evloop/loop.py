@@ -424,9 +424,7 @@ class Loop:
                 return
             except Exception as inner:  # the handler itself failed: log both
                 log.error("evloop: exception handler failed", exc_info=inner)
-        log.error(
-            "evloop: exception in callback %s", _callback_name(callback), exc_info=exc
-        )
+        log.error("evloop: exception in callback %s", _callback_name(callback), exc_info=exc)
 
     def stop(self) -> None:
         """Make run() return after the current turn."""
@@ -542,11 +540,11 @@ class Loop:
             now = time.monotonic()
             ready = self._ready
             while timers and timers[0][0] <= now:
-                h = heapq.heappop(timers)[2]
-                if h._cancelled:
+                th = heapq.heappop(timers)[2]
+                if th._cancelled:
                     self._cancelled_timers -= 1
                 else:
-                    ready.append(h)
+                    ready.append(th)
 
         # Stage 4: callbacks queued before this point.
         ready = self._ready

@@ -299,8 +299,8 @@ class Pipe:
             return done, True
         self._queued = False
         if self._error is not None:
-            exc, self._error = self._error, None
-            self._fail(exc)
+            error, self._error = self._error, None
+            self._fail(error)
         elif self._eof:
             self._finish_eof()
         return done, False

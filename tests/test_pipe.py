@@ -73,7 +73,7 @@ def test_every_split_of_the_header_and_payload(loop):
         for piece in (stream[:cut], stream[cut:]):
             a_sock.sendall(piece)
             sent += len(piece)
-            assert loop.run_until(lambda: pipe.conn.bytes_in == sent, timeout=5)
+            assert loop.run_until(lambda s=sent: pipe.conn.bytes_in == s, timeout=5)
         assert loop.run_until(lambda: len(got) == 3, timeout=5)
         assert got == expect, f"cut at {cut}"
         got.clear()
@@ -81,7 +81,7 @@ def test_every_split_of_the_header_and_payload(loop):
     for byte in stream:
         a_sock.send(bytes([byte]))
         sent += 1
-        assert loop.run_until(lambda: pipe.conn.bytes_in == sent, timeout=5)
+        assert loop.run_until(lambda s=sent: pipe.conn.bytes_in == s, timeout=5)
     assert loop.run_until(lambda: len(got) == 3, timeout=5)
     assert got == expect
     a_sock.close()

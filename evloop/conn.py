@@ -152,6 +152,7 @@ class Conn:
         self._eof = False
         # Write buffer: a deque of bytearray/bytes/memoryview chunks.
         self._wq: deque[Any] = deque()
+        self._wtail: bytearray | None = None  # see write()
         self._wsize = 0
         self._wfd_chunks = 0  # _FdChunk items in _wq
         self._fds_in: deque[int] = deque()
@@ -434,6 +435,21 @@ class Conn:
         """Queue data; it leaves before the loop next sleeps. Never blocks.
         Raises ConnClosedError if the Conn is closed/closing or its write side
         is shut, BufferFullError if the buffer would pass `write_cap`."""
+        # Fast path: a small write appended to the open tail below the high
+        # watermark. Invariant: _wtail is set only while it is the last item
+        # of the queue, the Conn accepts writes, and a flush is scheduled or
+        # EPOLLOUT is armed, so nothing appended here can be stranded.
+        tail = self._wtail
+        if tail is not None and type(data) is not memoryview:
+            size = self._wsize + len(data)
+            if size <= self.high_water and len(data) < LARGE_WRITE:
+                tail += data
+                self._wsize = size
+                self.writes += 1
+                return
+        self._write_slow(data)
+
+    def _write_slow(self, data: Buffer) -> None:
         if self._closing or self._shut_wr_requested:
             raise ConnClosedError(
                 "write on a closed or write-shut connection", reason=self._close_reason
@@ -456,10 +472,12 @@ class Conn:
                     # sent; one copy now is the price of safety.
                     data = bytes(data)
             wq.append(data)
-        elif wq and type(wq[-1]) is bytearray:
-            wq[-1] += data
+            self._wtail = None
+        elif self._wtail is not None:
+            self._wtail += data
         else:
-            wq.append(bytearray(data))
+            self._wtail = bytearray(data)
+            wq.append(self._wtail)
         self._wsize = size
         self.writes += 1
         if not self._flush_scheduled:
@@ -495,6 +513,7 @@ class Conn:
                 os.close(fd)
             raise
         self._wq.append(_FdChunk(bytes(data), dups))
+        self._wtail = None
         self._wfd_chunks += 1
         self._wsize += len(data)
         self.writes += 1
@@ -556,7 +575,8 @@ class Conn:
                 head = wq[0]
                 hn = len(head) if type(head) is not memoryview else head.nbytes
                 if n >= hn:
-                    wq.popleft()
+                    if wq.popleft() is self._wtail:
+                        self._wtail = None
                     n -= hn
                 elif type(head) is bytearray:
                     del head[:n]  # O(1): CPython bytearrays shrink from the front cheaply
@@ -610,6 +630,7 @@ class Conn:
         if self._closing or self._shut_wr_requested:
             return
         self._shut_wr_requested = True
+        self._wtail = None
         if not self._wq:
             self._do_shutdown_wr()
             self._update_events()
@@ -623,6 +644,7 @@ class Conn:
         if self._closing or self._closed:
             return
         self._closing = True
+        self._wtail = None
         if not self._wq:
             self._finish_close(None)
         else:
@@ -665,6 +687,7 @@ class Conn:
                 for dfd in item.fds:
                     os.close(dfd)
         self._wq.clear()
+        self._wtail = None
         self._wfd_chunks = 0
         while self._fds_in:
             os.close(self._fds_in.popleft())

@@ -12,6 +12,9 @@
 # still holds a complete frame after its turn stays on the ready list, since
 # epoll cannot see bytes that were already read out of the kernel.
 #
+# The per-frame path (_deliver_run) reads the Conn's buffer fields directly
+# and consumes a run of frames in one step: the two classes are a pair.
+#
 # Payload lifetime: every payload handed out is an independent object the
 # receiver owns: `bytes` below 64 KiB, `bytearray` at 64 KiB and above. A
 # large frame is received straight into its own bytearray with recv_into
@@ -86,6 +89,7 @@ class Pipe:
         # Complete frames found by the last scan, sitting at the front of the
         # Conn's buffer: parallel lists and a cursor.
         self._chans: list[int] = []
+        self._offs: list[int] = []
         self._lens: list[int] = []
         self._idx = 0
         self._large: tuple[int, bytearray] | None = None  # received directly
@@ -109,10 +113,29 @@ class Pipe:
         """Queue one frame; never blocks. ValueError for a channel outside
         0..65535, an empty payload or one over max_len, before anything is
         written. Conn errors (ConnClosedError, BufferFullError) pass through."""
+        conn = self.conn
+        tail = conn._wtail
+        if tail is not None and type(data) is bytes:
+            # Fast path (see Conn.write): header and payload appended to the
+            # Conn's open tail, with no intermediate object.
+            n = len(data)
+            size = conn._wsize + HEADER_SIZE + n
+            if (
+                0 < n < LARGE_WRITE
+                and n <= self.max_len
+                and 0 <= chan <= 0xFFFF
+                and size <= conn.high_water
+            ):
+                tail += _pack_header(chan, n)
+                tail += data
+                conn._wsize = size
+                conn.writes += 1
+                self.frames_out += 1
+                self.payload_out += n
+                return
         n = data.nbytes if type(data) is memoryview else len(data)
         if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
             raise self._bad_frame(chan, n)
-        conn = self.conn
         if n < LARGE_WRITE and type(data) is bytes:
             conn.write(_pack_header(chan, n) + data)
         else:
@@ -212,10 +235,10 @@ class Pipe:
             return False
         buf, start, end = conn.read_buffer()
         if end - start < HEADER_SIZE:
-            self._chans, self._lens, self._idx = [], [], 0
+            self._chans, self._offs, self._lens, self._idx = [], [], [], 0
             return False
-        chans, _offs, lens, pos, need = codec.scan_frames(buf, start, end, self.batch, self.max_len)
-        self._chans, self._lens, self._idx = chans, lens, 0
+        chans, offs, lens, pos, need = codec.scan_frames(buf, start, end, self.batch, self.max_len)
+        self._chans, self._offs, self._lens, self._idx = chans, offs, lens, 0
         if need < 0:
             chan, length = codec.decode_header(buf, pos)
             offset = conn.bytes_in - (end - pos)
@@ -263,38 +286,26 @@ class Pipe:
     def serve(self, limit: int) -> tuple[int, bool]:
         """Deliver up to `limit` frames to on_frame (called by the Loop's fair
         stage). Returns (delivered, whether complete frames remain)."""
-        cb = self.on_frame
         conn = self.conn
         done = 0
-        while done < limit and cb is not None:
+        while done < limit and self.on_frame is not None and not conn._closed:
             i = self._idx
-            if i < len(self._lens) and self._large is None:
-                # The common case, inlined: a small frame from the scan.
-                n = self._lens[i]
-                self._idx = i + 1
-                if n < LARGE_PAYLOAD:
-                    frame = (self._chans[i], conn.take(HEADER_SIZE, n))
-                    self.frames_in += 1
-                    self.payload_in += n
-                else:
-                    self._idx = i
-                    frame = self._pop()  # type: ignore[assignment]
-            else:
-                frame = self._pop()  # type: ignore[assignment]
+            lens = self._lens
+            run = len(lens) - i
+            if run <= 0 or self._large is not None:
+                frame = self._pop()
                 if frame is None:
                     if not self._scan():
                         break
                     continue
-            done += 1
-            try:
-                cb(frame[0], frame[1])
-            except Exception as exc:
-                self.loop.call_exception_handler(exc, cb)
-            if conn.closed:
-                break
-            cb = self.on_frame
-        if (self._idx < len(self._lens) or self._large is not None or self._scan()) and (
-            self.on_frame is not None and not conn.closed
+                done += 1
+                self._deliver(frame[0], frame[1])
+                continue
+            done += self._deliver_run(i, min(run, limit - done))
+        if (
+            self.on_frame is not None
+            and not conn._closed
+            and (self._idx < len(self._lens) or self._large is not None or self._scan())
         ):
             return done, True
         self._queued = False
@@ -304,6 +315,56 @@ class Pipe:
         elif self._eof:
             self._finish_eof()
         return done, False
+
+    def _deliver(self, chan: int, payload: bytes | bytearray) -> None:
+        cb = self.on_frame
+        assert cb is not None
+        try:
+            cb(chan, payload)
+        except Exception as exc:
+            self.loop.call_exception_handler(exc, cb)
+
+    def _deliver_run(self, i: int, k: int) -> int:
+        """The per-frame hot path: hand out frames i..i+k-1 of the last scan
+        straight from the Conn's buffer, then consume them in one step. The
+        buffer cannot move during this call (only reads, in fd callbacks,
+        compact or replace it), and frames sit back to back from the
+        Conn's read position, so the scan's offsets need one shift."""
+        conn = self.conn
+        view = conn._rview
+        chans, offs, lens = self._chans, self._offs, self._lens
+        base = offs[i] - HEADER_SIZE  # where frame i's header was at scan time
+        shift = conn._rstart - base
+        j = i
+        stop = i + k
+        cb = self.on_frame
+        handler = self.loop.call_exception_handler
+        payload_bytes = 0
+        try:
+            while j < stop:
+                o = offs[j] + shift
+                n = lens[j]
+                j += 1
+                payload_bytes += n
+                try:
+                    if n < LARGE_PAYLOAD:
+                        cb(chans[j - 1], view[o : o + n].tobytes())  # type: ignore[misc]
+                    else:
+                        cb(chans[j - 1], bytearray(view[o : o + n]))  # type: ignore[misc]
+                except Exception as exc:
+                    handler(exc, cb)
+                if conn._closed or self.on_frame is not cb:
+                    break
+        finally:
+            # Consume exactly what was handed out, even if a callback raised
+            # KeyboardInterrupt: nothing is delivered twice.
+            delivered = j - i
+            self._idx = j
+            self.frames_in += delivered
+            self.payload_in += payload_bytes
+            if not conn._closed:
+                conn.consume(offs[j - 1] + lens[j - 1] - base)
+        return delivered
 
     # -- end of stream and errors ---------------------------------------------
 
@@ -345,7 +406,7 @@ class Pipe:
         self.conn.abort(exc)
 
     def _on_conn_close(self, exc: BaseException | None) -> None:
-        self._chans, self._lens, self._idx = [], [], 0
+        self._chans, self._offs, self._lens, self._idx = [], [], [], 0
         if self.on_close is not None:
             self.on_close(exc)
 

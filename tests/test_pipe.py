@@ -386,3 +386,13 @@ def test_a_lone_flooding_pipe_is_on_the_ready_list_at_most_once(budget):
         lp.call_soon(watch)
         assert lp.run_until(lambda: len(order) >= 20_000, timeout=30)
         assert max(seen) <= 1, f"ready list grew to {max(seen)}"
+
+
+def test_large_frames_are_queued_by_reference_even_on_the_fast_path(loop):
+    pa, pb, got = pipe_pair(loop)
+    pa.write_frame(1, b"small first")  # opens the Conn's tail for appends
+    big = bytes(70_000)
+    pa.write_frame(2, big)
+    assert any(item is big for item in pa.conn._wq)
+    assert loop.run_until(lambda: len(got) == 2, timeout=5)
+    assert got[1] == (2, big)

@@ -83,6 +83,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
     cbuffer = ffi.buffer
     py_encode_frames = _pycodec.encode_frames
     unpack_u32 = struct.Struct(">I").unpack_from
+    unpack_u16 = struct.Struct(">H").unpack_from
 
     # cffi releases the GIL around every C call, so two threads may be inside
     # evl_scan_frames() at once: each thread gets its own output arrays.
@@ -128,6 +129,10 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
             return [], [], [], start, -1
         if length > avail - HEADER_SIZE:
             return [], [], [], start, HEADER_SIZE + length
+        if length == avail - HEADER_SIZE:
+            # Exactly one frame fills the range (every request/response hop):
+            # the answer is known without the C call.
+            return [unpack_u16(buf, start)[0]], [start + HEADER_SIZE], [length], end, 0
         # No more than avail // 7 frames fit, so one more than that can never
         # be reached: clamping to it keeps the arrays small without changing
         # why the scan stops.

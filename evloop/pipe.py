@@ -228,15 +228,17 @@ class Pipe:
 
     def _scan(self) -> bool:
         """Find complete frames at the front of the buffer. True if any."""
-        if self._large_pending or self._error is not None:
-            return False
         conn = self.conn
-        if conn.closed:
+        start = conn._rstart
+        end = conn._rend
+        if end - start < HEADER_SIZE or self._large_pending or self._error is not None:
+            # Nothing to find (the usual case after a run): no codec call.
+            if self._lens:
+                self._chans, self._offs, self._lens, self._idx = [], [], [], 0
             return False
-        buf, start, end = conn.read_buffer()
-        if end - start < HEADER_SIZE:
-            self._chans, self._offs, self._lens, self._idx = [], [], [], 0
+        if conn._closed:
             return False
+        buf = conn._rbuf
         chans, offs, lens, pos, need = codec.scan_frames(buf, start, end, self.batch, self.max_len)
         self._chans, self._offs, self._lens, self._idx = chans, offs, lens, 0
         if need < 0:
@@ -288,25 +290,33 @@ class Pipe:
         stage). Returns (delivered, whether complete frames remain)."""
         conn = self.conn
         done = 0
-        while done < limit and self.on_frame is not None and not conn._closed:
+        more = True
+        while done < limit:
+            if self.on_frame is None or conn._closed:
+                more = False
+                break
             i = self._idx
-            lens = self._lens
-            run = len(lens) - i
-            if run <= 0 or self._large is not None:
-                frame = self._pop()
-                if frame is None:
-                    if not self._scan():
-                        break
-                    continue
+            run = len(self._lens) - i
+            if run > 0 and self._large is None:
+                done += self._deliver_run(i, run if run < limit - done else limit - done)
+            elif self._large is not None:
+                chan, data = self._large
+                self._large = None
+                self.frames_in += 1
+                self.payload_in += len(data)
                 done += 1
-                self._deliver(frame[0], frame[1])
-                continue
-            done += self._deliver_run(i, min(run, limit - done))
-        if (
-            self.on_frame is not None
-            and not conn._closed
-            and (self._idx < len(self._lens) or self._large is not None or self._scan())
-        ):
+                self._deliver(chan, data)
+            elif not self._scan():
+                more = False
+                break
+        if more:
+            # The budget ran out: is there more? (A scan made here is reused.)
+            more = (
+                self.on_frame is not None
+                and not conn._closed
+                and (self._idx < len(self._lens) or self._large is not None or self._scan())
+            )
+        if more:
             return done, True
         self._queued = False
         if self._error is not None:

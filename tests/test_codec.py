@@ -111,6 +111,14 @@ class CodecCases:
                 want_need = len(frames[complete])
             assert got[4] == want_need, cut
 
+    def test_scan_exactly_one_frame_filling_the_range(self) -> None:
+        # The request/response shape, which the C wrapper answers in Python.
+        data = b"junk" + frame(0xBEEF, b"\x00\xff\x80ab") + b"tail"
+        got = self.impl.scan_frames(data, 4, 4 + 11, 64, 100)
+        assert got == ([0xBEEF], [10], [5], 15, 0)
+        assert self.impl.scan_frames(bytearray(data), 4, 4 + 11, 1, 100) == got
+        assert self.impl.scan_frames(data, 4, 4 + 11, 64, 4)[3:] == (4, -1)
+
     def test_scan_header_cut_inside_larger_buffer(self) -> None:
         # end, not len(buf), bounds the scan: bytes past end are never read.
         data = frame(3, b"abc") + hdr(4, 1) + b"z" + b"\xff" * 20

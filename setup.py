@@ -2,4 +2,4 @@
 # Everything else is in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=["csrc/build_codec.py:ffibuilder"])
+setup(cffi_modules=["csrc/build_codec.py:ffibuilder", "csrc/build_spawn.py:ffibuilder"])

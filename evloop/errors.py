@@ -89,9 +89,11 @@ class WorkerCrashed(WorkerError):
 
 
 class RemoteError(WorkerError):
-    """The worker's function raised. `remote_type`, `remote_message` and
-    `remote_traceback` carry the original exception's type name, message and
-    formatted traceback text from the child."""
+    """The worker's function raised (at setup or in a later callback, which
+    ends the worker), or a pool request handler raised (which fails only that
+    request). `remote_type`, `remote_message` and `remote_traceback` carry the
+    original exception's type name, message and formatted traceback text from
+    the child."""
 
     def __init__(self, remote_type: str, remote_message: str, remote_traceback: str):
         super().__init__(f"{remote_type}: {remote_message}")
@@ -104,6 +106,20 @@ class RequestTimeout(WorkerError, TimeoutError):
     """A pool request got no reply within its timeout."""
 
 
+class RequestCancelled(WorkerError):
+    """The error of a pool Request that was cancelled with `Request.cancel()`
+    before its reply arrived: `result()` raises it and `exception()` returns
+    it. A reply that arrives later is dropped."""
+
+
+class InvalidStateError(WorkerError, RuntimeError):
+    """Raised by `Request.result()` and `Request.exception()` while the
+    request is still pending; wait for `done()` (or a done callback) first."""
+
+
 class PoolClosedError(WorkerError, RuntimeError):
     """Raised when work is submitted to a Pool that is shutting down or shut
-    down."""
+    down, and the error of requests still outstanding when the shutdown
+    deadline passes, when the pool has no worker left and may not restart
+    one, when a replacement worker fails to start (the SpawnError is the
+    `__cause__`), or when the Loop is closed under it."""

@@ -17,15 +17,17 @@ $(VPY):
 $(STAMP): $(VPY) pyproject.toml setup.py $(CSRC)
 	$(VPY) -m pip install -q -e '.[test]'
 	$(VPY) -c 'import evloop.codec as c; assert c.IMPLEMENTATION == "c", c.IMPLEMENTATION'
+	$(VPY) -c 'import importlib; s = importlib.import_module("evloop.spawn"); assert s.IMPLEMENTATION == "c", s.IMPLEMENTATION'
 	touch $@
 
 build: $(STAMP)
 
-# The whole suite with the C codec (a failed C import is fatal), then the
-# codec-dependent suites again on the pure-Python twin.
+# The whole suite with the C extensions (a failed C import is fatal), then
+# the suites that depend on them again on the pure-Python twins (codec, and
+# the Popen-based spawn fallback).
 test: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
-	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py
 
 test-c: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
@@ -49,13 +51,13 @@ microbench: $(VENV)/.bench-installed
 
 lint: build
 	$(VPY) -m pip install -q -e '.[test,lint]'
-	$(VPY) -m ruff check evloop tests bench
-	$(VPY) -m ruff format --check evloop tests bench
+	$(VPY) -m ruff check evloop tests bench examples
+	$(VPY) -m ruff format --check evloop tests bench examples
 	$(VPY) -m mypy
 
 sanitize: build
 	$(MAKE) -C csrc sanitize PY=$(abspath $(VPY))
 
 clean:
-	rm -rf $(VENV) build *.egg-info evloop/_codec*.so evloop/_codec.c .hypothesis bench-results
+	rm -rf $(VENV) build *.egg-info evloop/_codec*.so evloop/_spawn*.so evloop/_codec.c evloop/_spawn.c .hypothesis bench-results
 	$(MAKE) -C csrc clean

@@ -434,6 +434,9 @@ class Loop:
         """Run turns until stop()."""
         self._enter()
         try:
+            # At least one turn, so a stop() made before run() still lets
+            # what is already due run, as asyncio does.
+            self._run_once()
             while not self._stopping:
                 self._run_once()
         finally:
@@ -457,6 +460,7 @@ class Loop:
 
         if timeout is not None:
             deadline_handle = self.call_later(timeout, _expire)
+        ran = False
         self._enter()
         try:
             while True:
@@ -464,8 +468,9 @@ class Loop:
                 # flushed writes made outside the loop.
                 if predicate is not None and predicate():
                     return True
-                if self._stopping or timed_out:
+                if timed_out or (self._stopping and ran):
                     break
+                ran = True
                 self._run_once()
         finally:
             self._leave()
@@ -478,7 +483,6 @@ class Loop:
         if self._running:
             raise LoopRunningError("this loop is already running")
         self._running = True
-        self._stopping = False
         self._thread_id = threading.get_ident()
         if self._before_poll:
             self._run_before_poll()

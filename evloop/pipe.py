@@ -80,7 +80,7 @@ class Pipe:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.conn = conn
         self.loop = conn.loop
-        self.on_frame = on_frame
+        self._on_frame = on_frame
         self.on_error = on_error
         self.on_close = on_close
         self.on_readable = on_readable
@@ -106,6 +106,20 @@ class Pipe:
         conn.on_close = self._on_conn_close
         if conn.read_buffered:
             self._on_data(conn)
+
+    @property
+    def on_frame(self) -> Callable[[int, Any], Any] | None:
+        """The frame callback; None means pull mode (read_frame)."""
+        return self._on_frame
+
+    @on_frame.setter
+    def on_frame(self, fn: Callable[[int, Any], Any] | None) -> None:
+        self._on_frame = fn
+        # Frames that arrived while nobody listened must not wait for more
+        # bytes to come: queue them now.
+        if fn is not None and not self._queued and not self.conn.closed:
+            if self.frames_ready or self._scan() or self._error is not None:
+                self._ready()
 
     # -- writing --------------------------------------------------------------
 
@@ -275,7 +289,7 @@ class Pipe:
             self._ready()
 
     def _ready(self) -> None:
-        if self.on_frame is not None:
+        if self._on_frame is not None:
             if not self._queued:
                 self._queued = True
                 self.loop.add_ready_source(self)
@@ -292,7 +306,7 @@ class Pipe:
         done = 0
         more = True
         while done < limit:
-            if self.on_frame is None or conn._closed:
+            if self._on_frame is None or conn._closed:
                 more = False
                 break
             i = self._idx
@@ -312,7 +326,7 @@ class Pipe:
         if more:
             # The budget ran out: is there more? (A scan made here is reused.)
             more = (
-                self.on_frame is not None
+                self._on_frame is not None
                 and not conn._closed
                 and (self._idx < len(self._lens) or self._large is not None or self._scan())
             )
@@ -327,7 +341,7 @@ class Pipe:
         return done, False
 
     def _deliver(self, chan: int, payload: bytes | bytearray) -> None:
-        cb = self.on_frame
+        cb = self._on_frame
         assert cb is not None
         try:
             cb(chan, payload)
@@ -347,7 +361,7 @@ class Pipe:
         shift = conn._rstart - base
         j = i
         stop = i + k
-        cb = self.on_frame
+        cb = self._on_frame
         handler = self.loop.call_exception_handler
         payload_bytes = 0
         try:
@@ -363,7 +377,7 @@ class Pipe:
                         cb(chans[j - 1], bytearray(view[o : o + n]))  # type: ignore[misc]
                 except Exception as exc:
                     handler(exc, cb)
-                if conn._closed or self.on_frame is not cb:
+                if conn._closed or self._on_frame is not cb:
                     break
         finally:
             # Consume exactly what was handed out, even if a callback raised

@@ -296,3 +296,13 @@ def test_bad_settings_are_refused():
         evloop.Loop(budget=0)
     with pytest.raises(ValueError, match="time_budget"):
         evloop.Loop(time_budget=0)
+
+
+def test_stop_before_run_still_runs_one_turn(loop):
+    ran = []
+    loop.call_soon(ran.append, 1)
+    loop.stop()
+    loop.run()  # returns after one turn instead of forgetting the stop()
+    assert ran == [1]
+    loop.stop()
+    assert loop.run_until(lambda: False, timeout=5) is False

@@ -396,3 +396,14 @@ def test_large_frames_are_queued_by_reference_even_on_the_fast_path(loop):
     assert any(item is big for item in pa.conn._wq)
     assert loop.run_until(lambda: len(got) == 2, timeout=5)
     assert got[1] == (2, big)
+
+
+def test_setting_on_frame_late_delivers_frames_already_buffered(loop):
+    a, b = evloop.conn_pair(loop)
+    evloop.Pipe(a).write_frames([(1, b"early"), (2, b"bird")])
+    late = evloop.Pipe(b)  # pull mode while the frames arrive
+    assert loop.run_until(lambda: b.read_buffered == 21, timeout=5)
+    got = []
+    late.on_frame = lambda c, p: got.append((c, p))  # no more bytes will come
+    assert loop.run_until(lambda: len(got) == 2, timeout=5)
+    assert got == [(1, b"early"), (2, b"bird")]

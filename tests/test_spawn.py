@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 import evloop
-import evloop.spawn as spawn_mod
 from evloop import (
     Loop,
     LoopClosedError,
@@ -36,6 +35,8 @@ from evloop import (
 from evloop.spawn import CONTROL_CHANNEL, Worker, spawn, target_name
 from tests import workers
 from tests.spawn_helpers import fd_count, pid_alive, py_exec, zombie_children
+
+spawn_mod = importlib.import_module("evloop.spawn")  # `evloop.spawn` is the function
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLS = ["c", "python"]
@@ -598,8 +599,8 @@ def test_parent_with_busy_threads(loop: Loop) -> None:
 
 INTERMEDIATE = textwrap.dedent(
     """
-    import sys
-    import evloop.spawn as sp
+    import importlib, sys
+    sp = importlib.import_module("evloop.spawn")
     from evloop import Loop
 
     mode = sys.argv[1]

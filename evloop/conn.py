@@ -149,6 +149,7 @@ class Conn:
         self._read_target: memoryview | None = None
         self._read_target_fill = 0
         self._read_target_cb: Callable[[], Any] | None = None
+        self._grow = False  # the last read filled the buffer: grow it
         self._eof = False
         # Write buffer: a deque of bytearray/bytes/memoryview chunks.
         self._wq: deque[Any] = deque()
@@ -358,9 +359,10 @@ class Conn:
         if target is not None:
             return self._read_direct(target)
         rbuf_len = len(self._rbuf)
-        if self._rend == rbuf_len or rbuf_len - self._rend < 4096:
+        if self._grow or rbuf_len - self._rend < 4096:
             self._make_room()
         view = self._rview[self._rend : self._rend + self.read_size]
+        room = len(view)
         try:
             n = self._recv_into(view)
         except (BlockingIOError, InterruptedError):
@@ -371,6 +373,10 @@ class Conn:
             view.release()
         if n == 0:
             return self._on_peer_eof()
+        if n == room and len(self._rbuf) < self.read_size:
+            # The read filled the buffer: the kernel likely holds more. Grow
+            # toward read_size before the next read (fewer, larger reads).
+            self._grow = True
         self._rend += n
         self.bytes_in += n
         self.reads += 1
@@ -382,43 +388,76 @@ class Conn:
     def _make_room(self) -> None:
         used = self._rend - self._rstart
         size = len(self._rbuf)
-        if self._rstart and size - used >= 4096:
+        if self._grow and size < self.read_size:
+            size = min(size * 2, self.read_size)
+        elif self._rstart and size - used >= 4096:
             # Compact: move the partial tail to the front (memmove-safe).
             self._rview[0:used] = self._rview[self._rstart : self._rend]
+            self._rstart, self._rend = 0, used
+            return
         else:
-            # Full of unconsumed data: grow (double) into a new buffer, since
-            # the old one may still be viewed by the consumer.
-            new = bytearray(min(max(size * 2, used + 4096), max(self.read_size, used + 4096) * 2))
-            new[:used] = self._rview[self._rstart : self._rend]
-            self._rbuf = new
-            self._rview = memoryview(new)
+            # Full of unconsumed data: grow (double).
+            size = max(size * 2, used + 4096)
+        self._grow = False
+        # A new buffer, never a resize: the consumer may still hold a view
+        # of the old one.
+        new = bytearray(size)
+        new[:used] = self._rview[self._rstart : self._rend]
+        self._rbuf = new
+        self._rview = memoryview(new)
         self._rstart, self._rend = 0, used
 
     def _read_direct(self, target: memoryview) -> None:
         fill = self._read_target_fill
+        want = len(target) - fill
         view = target[fill:]
+        # Scatter-read: the rest of the target, then whatever follows it into
+        # the read buffer, so one syscall finishes a large payload and reads
+        # the next headers too (unless read-side back-pressure says stop).
+        ahead = None
+        if self._rend - self._rstart < self.read_limit and self._recv_into != self._recvmsg_into:
+            if self._grow or len(self._rbuf) - self._rend < 4096:
+                self._make_room()
+            ahead = self._rview[self._rend : self._rend + self.read_size]
+        room = len(ahead) if ahead is not None else 0
         try:
-            n = self._recv_into(view)
+            if ahead is not None:
+                n = os.readv(self._fd, [view, ahead])
+            else:
+                n = self._recv_into(view)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             return self._fatal(exc)
         finally:
             view.release()
+            if ahead is not None:
+                ahead.release()
         if n == 0:
             return self._on_peer_eof()
         self.bytes_in += n
         self.reads += 1
-        fill += n
-        if fill < len(target):
-            self._read_target_fill = fill
+        if n < want:
+            self._read_target_fill = fill + n
             return
+        if n > want:
+            extra = n - want
+            if extra == room and len(self._rbuf) < self.read_size:
+                self._grow = True
+            self._rend += extra
         cb = self._read_target_cb
         self._read_target = self._read_target_cb = None
         self._read_target_fill = 0
         self._update_events()
         assert cb is not None
         cb()
+        if (
+            self._rend > self._rstart
+            and self._read_target is None
+            and self.on_data is not None
+            and not self._closed
+        ):
+            self.on_data(self)  # the read-ahead is news to the consumer
 
     def _on_peer_eof(self) -> None:
         self._eof = True

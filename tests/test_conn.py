@@ -335,3 +335,30 @@ def test_bad_conn_settings():
         finally:
             a.close()
             b.close()
+
+
+def test_read_into_reads_ahead_and_reports_what_followed(loop):
+    # One readv() finishes the target and reads what follows into the
+    # Conn's buffer; on_data then sees those bytes without another event.
+    a, b = evloop.conn_pair(loop)
+    head = os.urandom(100_000)
+    tail = b"what came next"
+    a.write(head + tail)
+    target = bytearray(len(head))
+    seen = bytearray()
+    done = []
+    b.on_data = None
+    b.read_into(memoryview(target), lambda: done.append(1))
+    b.on_data = lambda c: drain(c, seen)
+    assert loop.run_until(lambda: done and seen == tail, timeout=5)
+    assert target == head
+
+
+def test_read_buffer_grows_when_reads_fill_it(loop):
+    a, b = evloop.conn_pair(loop, read_size=256 * 1024, read_limit=4 << 20)
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    assert len(b._rbuf) == 64 * 1024
+    a.write(os.urandom(3 << 20))
+    assert loop.run_until(lambda: len(got) == 3 << 20, timeout=10)
+    assert len(b._rbuf) == 256 * 1024  # grew to read_size, not beyond

@@ -355,18 +355,27 @@ class Pool:
         self._drain_queue()
 
     def _pick(self) -> _Slot | None:
+        # Per request, so: usable() is asked only of a slot that would win,
+        # and least_outstanding stops at the first idle slot.
         slots = self._slots
         n = len(slots)
+        rr = self._rr
         best: _Slot | None = None
-        for k in range(n):
-            slot = slots[(self._rr + k) % n]
-            if not slot.usable():
-                continue
-            if self.strategy == "round_robin":
-                best = slot
-                break
-            if best is None or len(slot.inflight) < len(best.inflight):
-                best = slot
+        if self.strategy == "round_robin":
+            for k in range(n):
+                slot = slots[(rr + k) % n]
+                if slot.usable():
+                    best = slot
+                    break
+        else:
+            fewest = -1
+            for k in range(n):
+                slot = slots[(rr + k) % n]
+                count = len(slot.inflight)
+                if (fewest < 0 or count < fewest) and slot.usable():
+                    best, fewest = slot, count
+                    if not count:
+                        break
         if best is not None:
             self._rr = (best.index + 1) % n
         return best

@@ -100,7 +100,11 @@ def quiet_latency(budget: int, samples: int = 200) -> tuple[float, float, float]
     qa.close()
     os.waitpid(pid, 0)
     waits_us.sort()
-    return statistics.mean(waits_us), waits_us[int(len(waits_us) * 0.99) - 1], statistics.mean(between)
+    return (
+        statistics.mean(waits_us),
+        waits_us[int(len(waits_us) * 0.99) - 1],
+        statistics.mean(between),
+    )
 
 
 def main() -> None:

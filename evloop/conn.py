@@ -118,6 +118,9 @@ class Conn:
                 f" <= write_cap ({write_cap})"
             )
         self.loop = loop
+        fileno = sock.fileno() if isinstance(sock, socket.socket) else sock
+        if fileno < 0:
+            raise ValueError(f"cannot make a Conn of a closed socket or fd ({fileno})")
         if isinstance(sock, socket.socket):
             sock.setblocking(False)
             self._sock: socket.socket | None = sock

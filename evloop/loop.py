@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import heapq
 import logging
+import math
 import os
 import select
 import signal
@@ -223,6 +224,7 @@ class Loop:
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run fn(*args) on the next turn (FIFO with other call_soon)."""
         self._check_open()
+        _check_callable(fn)
         h = Handle(self, fn, args)
         self._ready.append(h)
         return h
@@ -230,6 +232,7 @@ class Loop:
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """call_soon from any thread; wakes the loop if it is sleeping."""
         self._check_open()
+        _check_callable(fn)
         h = Handle(self, fn, args)
         self._ready.append(h)  # deque.append is atomic
         try:
@@ -242,12 +245,18 @@ class Loop:
         return h
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
-        """Run fn(*args) after `delay` seconds (>= 0)."""
+        """Run fn(*args) after `delay` seconds (negative counts as 0)."""
+        if not math.isfinite(delay):
+            raise ValueError(f"delay must be a finite number of seconds, got {delay!r}")
         return self.call_at(time.monotonic() + max(0.0, delay), fn, *args)
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run fn(*args) at Loop.time() `when`; equal times run in call order."""
         self._check_open()
+        if not math.isfinite(when):
+            # A NaN would break the heap's ordering, an infinity the timeout.
+            raise ValueError(f"when must be a finite time, got {when!r}")
+        _check_callable(fn)
         h = TimerHandle(self, when, fn, args)
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, h))
@@ -279,6 +288,8 @@ class Loop:
         reported and the callback must deal with them. The loop does not take
         ownership of fd."""
         self._check_open()
+        # A bad callback would fail on every event of a level-triggered fd.
+        _check_callable(callback)
         if fd in self._fds:
             raise ValueError(f"fd {fd} is already registered with this loop")
         assert self._epoll is not None
@@ -704,6 +715,11 @@ class Loop:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._running else "idle")
         return f"<Loop {state} fds={len(self._fds)} timers={len(self._timers)}>"
+
+
+def _check_callable(fn: Any) -> None:
+    if not callable(fn):
+        raise TypeError(f"a callback must be callable, got {type(fn).__name__}: {fn!r}")
 
 
 def _ignore_sigpipe() -> None:

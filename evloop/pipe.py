@@ -44,6 +44,21 @@ LARGE_PAYLOAD = 64 * 1024
 _pack_header = struct.Struct(">HI").pack
 
 
+def _bytes_like(data: Any) -> Buffer:
+    """bytes, bytearray or memoryview as they are; any other buffer as a
+    memoryview; anything else (str, int...) is a TypeError, raised before a
+    header could reach the wire without its payload."""
+    if type(data) is bytes or type(data) is bytearray or type(data) is memoryview:
+        return data
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError(
+            f"a frame payload must be bytes-like (bytes, bytearray, memoryview), "
+            f"not {type(data).__name__}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class PipeStatistics:
     frames_in: int
@@ -147,6 +162,7 @@ class Pipe:
                 self.frames_out += 1
                 self.payload_out += n
                 return
+        data = _bytes_like(data)
         n = data.nbytes if type(data) is memoryview else len(data)
         if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
             raise self._bad_frame(chan, n)
@@ -171,6 +187,7 @@ class Pipe:
         count = total = 0
         max_len = self.max_len
         for chan, data in frames:
+            data = _bytes_like(data)
             n = data.nbytes if type(data) is memoryview else len(data)
             if not 0 < n <= max_len or not 0 <= chan <= 0xFFFF:
                 raise self._bad_frame(chan, n)
@@ -188,6 +205,8 @@ class Pipe:
         self.payload_out += total
 
     def _bad_frame(self, chan: int, n: int) -> ValueError:
+        if type(chan) is not int:
+            return ValueError(f"channel must be an int in 0..65535, got {chan!r}")
         if not 0 <= chan <= 0xFFFF:
             return ValueError(f"channel {chan} is outside 0..65535")
         if n == 0:

@@ -362,3 +362,22 @@ def test_read_buffer_grows_when_reads_fill_it(loop):
     a.write(os.urandom(3 << 20))
     assert loop.run_until(lambda: len(got) == 3 << 20, timeout=10)
     assert len(b._rbuf) == 256 * 1024  # grew to read_size, not beyond
+
+
+def test_bad_writes_leave_the_buffer_untouched(loop):
+    a, b = evloop.conn_pair(loop)
+    for bad in ("text", 5, None):
+        with pytest.raises(TypeError):
+            a.write(bad)
+    assert a.write_buffered == 0
+    a.write(b"ok")  # opens the tail: the fast path must refuse too
+    with pytest.raises(TypeError):
+        a.write("text")
+    assert a.write_buffered == 2
+
+
+def test_conn_of_a_closed_socket_is_refused(loop):
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError, match="closed socket"):
+        evloop.Conn(loop, s)

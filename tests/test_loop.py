@@ -306,3 +306,28 @@ def test_stop_before_run_still_runs_one_turn(loop):
     assert ran == [1]
     loop.stop()
     assert loop.run_until(lambda: False, timeout=5) is False
+
+
+@pytest.mark.parametrize("when", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_times_are_refused(loop, when):
+    with pytest.raises(ValueError, match="finite"):
+        loop.call_at(when, print)
+    with pytest.raises(ValueError, match="finite"):
+        loop.call_later(when, print)
+    assert loop.statistics().timers == 0
+
+
+def test_non_callables_are_refused_up_front(loop):
+    r, w = os.pipe()
+    try:
+        for schedule in (loop.call_soon, loop.call_soon_threadsafe):
+            with pytest.raises(TypeError, match="callable"):
+                schedule(None)
+        with pytest.raises(TypeError, match="callable"):
+            loop.call_later(1, "not a function")
+        with pytest.raises(TypeError, match="callable"):
+            loop.register(r, evloop.EVENT_READ, 42)
+        assert not loop.is_registered(r)
+    finally:
+        os.close(r)
+        os.close(w)

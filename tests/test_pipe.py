@@ -2,6 +2,7 @@
 # and with the pure-Python twin (EVLOOP_PURE_PYTHON=1).
 from __future__ import annotations
 
+import array
 import os
 import socket
 import struct
@@ -407,3 +408,19 @@ def test_setting_on_frame_late_delivers_frames_already_buffered(loop):
     late.on_frame = lambda c, p: got.append((c, p))  # no more bytes will come
     assert loop.run_until(lambda: len(got) == 2, timeout=5)
     assert got == [(1, b"early"), (2, b"bird")]
+
+
+@pytest.mark.parametrize("payload", ["text", 12345, None, [1, 2]])
+def test_non_bytes_payloads_never_put_a_header_on_the_wire(loop, payload):
+    pa, pb, got = pipe_pair(loop)
+    big = "x" * 100_000 if payload == "text" else payload
+    for bad in (payload, big):
+        with pytest.raises(TypeError, match="bytes-like|has no len"):
+            pa.write_frame(1, bad)
+        with pytest.raises(TypeError, match="bytes-like|has no len"):
+            pa.write_frames([(1, b"fine"), (2, bad)])
+    assert pa.conn.write_buffered == 0
+    pa.write_frame(1, b"still in sync")
+    pa.write_frame(2, array.array("H", [1, 2]))  # any buffer is accepted
+    assert loop.run_until(lambda: len(got) == 2, timeout=5)
+    assert got == [(1, b"still in sync"), (2, array.array("H", [1, 2]).tobytes())]

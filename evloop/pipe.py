@@ -220,7 +220,10 @@ class Pipe:
         A protocol error is raised here (and the Conn aborted)."""
         if self._idx == len(self._lens) and self._large is None:
             self._scan()
+        large = self._large is not None
         frame = self._pop()
+        if large:
+            self._scan()  # what follows a large frame was held back for it
         if frame is None:
             if self._error is not None:
                 exc, self._error = self._error, None
@@ -264,7 +267,12 @@ class Pipe:
         conn = self.conn
         start = conn._rstart
         end = conn._rend
-        if end - start < HEADER_SIZE or self._large_pending or self._error is not None:
+        if (
+            end - start < HEADER_SIZE
+            or self._large_pending
+            or self._large is not None  # frames after it wait until it is taken
+            or self._error is not None
+        ):
             # Nothing to find (the usual case after a run): no codec call.
             if self._lens:
                 self._chans, self._offs, self._lens, self._idx = [], [], [], 0

@@ -424,3 +424,25 @@ def test_non_bytes_payloads_never_put_a_header_on_the_wire(loop, payload):
     pa.write_frame(2, array.array("H", [1, 2]))  # any buffer is accepted
     assert loop.run_until(lambda: len(got) == 2, timeout=5)
     assert got == [(1, b"still in sync"), (2, array.array("H", [1, 2]).tobytes())]
+
+
+def test_pull_mode_keeps_every_large_frame_until_it_is_read(loop):
+    a, b = evloop.conn_pair(loop)
+    sender = evloop.Pipe(a)
+    puller = evloop.Pipe(b)  # pull mode: nobody reads for a while
+    first, second = os.urandom(70_000), os.urandom(3 << 20)  # second > the read buffer
+    sender.write_frame(1, first)
+    sender.write_frame(2, second)
+    sender.write_frame(3, b"small after")
+    assert loop.run_until(lambda: puller.frames_ready, timeout=5)
+    loop.run_until(lambda: False, timeout=0.1)  # more arrives, up to the read limit
+    frames = []
+    while len(frames) < 3:
+        frame = puller.read_frame()
+        if frame is None:
+            assert loop.run_until(lambda: puller.frames_ready, timeout=5), len(frames)
+            continue
+        frames.append((frame[0], len(frame[1]), bytes(frame[1])))
+    expect = [(1, len(first), first), (2, len(second), second), (3, 11, b"small after")]
+    assert [f[:2] for f in frames] == [e[:2] for e in expect]
+    assert all(f[2] == e[2] for f, e in zip(frames, expect, strict=True)), "payload mismatch"

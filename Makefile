@@ -17,7 +17,7 @@ $(VPY):
 $(STAMP): $(VPY) pyproject.toml setup.py $(CSRC)
 	$(VPY) -m pip install -q -e '.[test]'
 	$(VPY) -c 'import evloop.codec as c; assert c.IMPLEMENTATION == "c", c.IMPLEMENTATION'
-	$(VPY) -c 'import importlib; s = importlib.import_module("evloop.spawn"); assert s.IMPLEMENTATION == "c", s.IMPLEMENTATION'
+	$(VPY) -c 'import evloop.launch as s; assert s.IMPLEMENTATION == "c", s.IMPLEMENTATION'
 	touch $@
 
 build: $(STAMP)

@@ -8,11 +8,8 @@
 # held by threads that do not exist in the copy, and a forked copy of an
 # event loop inherits its epoll set, signal fd and buffers. A Python target
 # therefore runs in a new interpreter (`python -m evloop.worker`), which
-# imports the function by name. The fork+exec is done in C (csrc/evl_spawn.c,
-# with vfork(), so its cost does not grow with the parent's memory) so that
-# nothing but async-signal-safe system calls runs between the two; the
-# fallback through subprocess.Popen(preexec_fn=...) runs Python there and is
-# not safe in a parent with threads.
+# imports the function by name. Starting the process is evloop/launch.py's
+# job (a C vfork+exec spawner, with a not-thread-safe Popen fallback).
 #
 # What a child starts with: fd 3 (also named by EVLOOP_FD=3) is its end of
 # the socketpair; fds 0-2 are the parent's; every other descriptor is closed;
@@ -32,7 +29,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -42,8 +38,10 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
+from . import launch
 from .conn import Conn
 from .errors import LoopClosedError, RemoteError, SpawnError
+from .launch import CHILD_FD
 from .loop import EVENT_READ, Loop, TimerHandle
 from .pipe import Pipe
 
@@ -55,13 +53,11 @@ __all__ = [
     "CONTROL_CHANNEL",
     "MAX_USER_CHANNEL",
     "DEFAULT_PDEATHSIG",
-    "IMPLEMENTATION",
 ]
 
 log = logging.getLogger("evloop")
 
 # The child's end of the socketpair, also announced as EVLOOP_FD.
-CHILD_FD = 3
 # Reserved for evloop's worker control messages; user channels are below it.
 CONTROL_CHANNEL = 0xFFFF
 MAX_USER_CHANNEL = CONTROL_CHANNEL - 1
@@ -83,38 +79,6 @@ _TARGET_RE = re.compile(
     r":[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$"
 )
 _pack_header = struct.Struct(">HI").pack
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
-
-
-# The C spawner is chosen when it imports, as for the codec: EVLOOP_PURE_PYTHON=1
-# selects the subprocess fallback anyway, and EVLOOP_REQUIRE_C=1 makes a failed
-# import of the extension fatal.
-_c_spawn: Any = None
-c_import_error: ImportError | None = None
-try:
-    from . import _spawn as _c_spawn  # type: ignore[attr-defined, no-redef]
-except ImportError as exc:
-    if _flag("EVLOOP_REQUIRE_C"):
-        raise ImportError(
-            f"EVLOOP_REQUIRE_C=1 but the C spawner (evloop._spawn) failed to import: {exc}"
-        ) from exc
-    c_import_error = exc
-
-IMPLEMENTATION = "python" if _c_spawn is None or _flag("EVLOOP_PURE_PYTHON") else "c"
-
-_STAGES = {
-    1: "bad arguments",
-    2: "pipe2",
-    3: "vfork",
-    4: "prctl(PR_SET_PDEATHSIG)",
-    5: "dup2",
-    6: "chdir",
-    7: "execve",
-    8: "reading the child's report",
-}
 
 
 # -- error reports ------------------------------------------------------------
@@ -192,131 +156,6 @@ def target_name(fn: Callable[..., Any] | str) -> str:
             " rebound function?): pass a module-level function or its 'module:name' string"
         )
     return f"{mod}:{qual}"
-
-
-def _resolve_program(prog: str, env: Mapping[str, str]) -> str:
-    if "/" in prog:
-        return prog
-    found = shutil.which(prog, path=env.get("PATH", os.defpath))
-    if found is None:
-        cause = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), prog)
-        raise SpawnError(errno.ENOENT, f"cannot spawn {prog!r}: not found on PATH") from cause
-    return found
-
-
-# -- starting processes -------------------------------------------------------
-
-
-def _spawn_error(err: int, stage: str, path: str) -> SpawnError:
-    cause = OSError(err, os.strerror(err), path)
-    exc = SpawnError(err, f"cannot spawn {path!r}: {stage} failed: {os.strerror(err)}")
-    exc.__cause__ = cause
-    return exc
-
-
-def _start_c(
-    path: str, argv: list[str], env: dict[str, str], cwd: str | None, fd: int, pdeathsig: int
-) -> int:
-    ffi, lib = _c_spawn.ffi, _c_spawn.lib
-    # Every char[] must stay alive for the duration of the call.
-    argv_c = [ffi.new("char[]", os.fsencode(a)) for a in argv]
-    env_c = [ffi.new("char[]", os.fsencode(k) + b"=" + os.fsencode(v)) for k, v in env.items()]
-    argv_arr = ffi.new("char *[]", [*argv_c, ffi.NULL])
-    env_arr = ffi.new("char *[]", [*env_c, ffi.NULL])
-    stage = ffi.new("int *")
-    err = ffi.new("int *")
-    pid = lib.evl_spawn(
-        os.fsencode(path),
-        argv_arr,
-        env_arr,
-        os.fsencode(cwd) if cwd is not None else ffi.NULL,
-        fd,
-        pdeathsig,
-        stage,
-        err,
-    )
-    if pid < 0:
-        raise _spawn_error(err[0] or errno.EIO, _STAGES.get(stage[0], f"stage {stage[0]}"), path)
-    return int(pid)
-
-
-_libc: Any = None
-
-
-def _load_libc() -> Any:
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _prctl_pdeathsig(sig: int) -> None:
-    import ctypes
-
-    if _load_libc().prctl(1, sig, 0, 0, 0) != 0:  # 1 is PR_SET_PDEATHSIG
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-def _start_python(
-    path: str, argv: list[str], env: dict[str, str], cwd: str | None, fd: int, pdeathsig: int
-) -> tuple[int, subprocess.Popen[bytes]]:
-    """The fallback without the C extension. preexec_fn runs Python between
-    fork and exec, which can deadlock if another thread held a lock (the
-    import lock, malloc's) at the moment of fork: not thread-safe."""
-    parent = os.getpid()
-    if pdeathsig:
-        _load_libc()  # before fork: dlopen() in the child could deadlock
-
-    def preexec() -> None:
-        if pdeathsig:
-            _prctl_pdeathsig(pdeathsig)
-        if os.getppid() != parent:
-            os._exit(127)
-        if fd == CHILD_FD:
-            os.set_inheritable(fd, True)
-        else:
-            os.dup2(fd, CHILD_FD)
-        # Close-on-exec fds (Popen's error pipe among them) vanish at exec;
-        # close every other one above the socket now.
-        for name in os.listdir("/proc/self/fd"):
-            n = int(name)
-            try:
-                if n > CHILD_FD and os.get_inheritable(n):
-                    os.close(n)
-            except OSError:
-                pass  # the directory fd of listdir(), already closed
-        for sig in signal.valid_signals():
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError, RuntimeError):
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-
-    # Keep fds 0..3 occupied while Popen makes its error pipe, so the pipe
-    # cannot land on fd 3 where preexec() puts the socket.
-    holders: list[int] = []
-    try:
-        while True:
-            h = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            if h > CHILD_FD:
-                os.close(h)
-                break
-            holders.append(h)
-        try:
-            popen = subprocess.Popen(
-                argv, executable=path, env=env, cwd=cwd, close_fds=False, preexec_fn=preexec
-            )
-        except OSError as exc:
-            raise _spawn_error(exc.errno or errno.EIO, "exec", path) from exc
-        except subprocess.SubprocessError as exc:
-            raise SpawnError(errno.EIO, f"cannot spawn {path!r}: {exc}") from exc
-    finally:
-        for h in holders:
-            os.close(h)
-    return popen.pid, popen
 
 
 # -- the Worker ---------------------------------------------------------------
@@ -685,7 +524,7 @@ def spawn(
         argv = [os.fsdecode(a) for a in target]
         if not argv or not argv[0]:
             raise ValueError("an executable target needs a non-empty argv list")
-        path = _resolve_program(argv[0], child_env)
+        path = launch.resolve_program(argv[0], child_env)
         label = tuple(argv)
     else:
         name = target_name(cast("Callable[..., Any] | str", target))
@@ -709,10 +548,7 @@ def spawn(
     psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     popen: subprocess.Popen[bytes] | None = None
     try:
-        if IMPLEMENTATION == "c":
-            pid = _start_c(path, argv, child_env, cwd_s, csock.fileno(), int(pdeathsig))
-        else:
-            pid, popen = _start_python(path, argv, child_env, cwd_s, csock.fileno(), int(pdeathsig))
+        pid, popen = launch.start(path, argv, child_env, cwd_s, csock.fileno(), int(pdeathsig))
     except BaseException:
         psock.close()
         raise

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import evloop
+import evloop.launch as launch_mod  # noqa: E402
 from evloop import (
     Loop,
     LoopClosedError,
@@ -52,9 +53,9 @@ def no_zombies() -> Iterator[None]:
 
 @pytest.fixture(params=IMPLS)
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "c" and spawn_mod._c_spawn is None:
-        pytest.skip(f"C spawner not built: {spawn_mod.c_import_error}")
-    monkeypatch.setattr(spawn_mod, "IMPLEMENTATION", request.param)
+    if request.param == "c" and launch_mod._c_spawn is None:
+        pytest.skip(f"C spawner not built: {launch_mod.c_import_error}")
+    monkeypatch.setattr(launch_mod, "IMPLEMENTATION", request.param)
     return str(request.param)
 
 
@@ -92,14 +93,14 @@ def finish(loop: Loop, worker: Worker, timeout: float = 10.0) -> None:
 
 def test_c_spawner_is_used_in_the_normal_build(loop: Loop, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.environ.get("EVLOOP_PURE_PYTHON", "") not in ("", "0"):
-        assert spawn_mod.IMPLEMENTATION == "python"
+        assert launch_mod.IMPLEMENTATION == "python"
         pytest.skip("EVLOOP_PURE_PYTHON is set: the fallback is in use on purpose")
-    assert spawn_mod._c_spawn is not None, spawn_mod.c_import_error
-    assert spawn_mod.IMPLEMENTATION == "c"
+    assert launch_mod._c_spawn is not None, launch_mod.c_import_error
+    assert launch_mod.IMPLEMENTATION == "c"
     calls = []
-    real = spawn_mod._start_c
-    monkeypatch.setattr(spawn_mod, "_start_c", lambda *a: calls.append(a) or real(*a))
-    monkeypatch.setattr(spawn_mod, "_start_python", None)  # would raise if reached
+    real = launch_mod._start_c
+    monkeypatch.setattr(launch_mod, "_start_c", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(launch_mod, "_start_python", None)  # would raise if reached
     w = spawn(loop, ["true"])
     finish(loop, w)
     assert len(calls) == 1 and w.returncode == 0
@@ -563,7 +564,7 @@ def test_parent_with_busy_threads(loop: Loop) -> None:
     # Threads hold locks (their own, malloc's, the import lock) at any moment.
     # A bare fork would copy them, held, into a child with nobody to release
     # them; the C spawner runs no such code before exec.
-    if spawn_mod.IMPLEMENTATION != "c":
+    if launch_mod.IMPLEMENTATION != "c":
         pytest.skip("the subprocess fallback is documented as not thread-safe")
     stop = threading.Event()
     lock = threading.Lock()
@@ -599,17 +600,17 @@ def test_parent_with_busy_threads(loop: Loop) -> None:
 
 INTERMEDIATE = textwrap.dedent(
     """
-    import importlib, sys
-    sp = importlib.import_module("evloop.spawn")
-    from evloop import Loop
+    import sys
+    import evloop.launch
+    from evloop import Loop, spawn
 
     mode = sys.argv[1]
-    sp.IMPLEMENTATION = sys.argv[2]
+    evloop.launch.IMPLEMENTATION = sys.argv[2]
     loop = Loop()
     if mode == "pdeathsig":
-        w = sp.spawn(loop, ["sleep", "60"])
+        w = spawn(loop, ["sleep", "60"])
     else:  # "eof": no pdeathsig, the bootstrap must notice the closed Pipe
-        w = sp.spawn(loop, "tests.workers:idle", pdeathsig=0)
+        w = spawn(loop, "tests.workers:idle", pdeathsig=0)
     print(w.pid, flush=True)
     sys.stdin.read()  # block until killed
     """

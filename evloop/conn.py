@@ -30,10 +30,11 @@ import array
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import codec
 from .errors import BufferFullError, ConnClosedError, ReadLimitError
 from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Loop
 
@@ -48,6 +49,21 @@ _IOV_MAX = 1024
 # Room for this many fds per received message when receive_fds is on.
 _MAX_FDS_PER_MSG = 64
 _ANC_BUFSIZE = socket.CMSG_SPACE(_MAX_FDS_PER_MSG * array.array("i").itemsize)
+
+
+def _byte_buffer(data: Any) -> bytes | bytearray | memoryview:
+    """bytes and bytearray as they are; any other buffer as a flat memoryview
+    of bytes, so len() counts bytes, not items; a TypeError for anything that
+    is not a buffer (str, int, None...)."""
+    if type(data) is bytes or type(data) is bytearray:
+        return data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"data must be bytes-like (bytes, bytearray, memoryview), not {type(data).__name__}"
+        ) from None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 class _FdChunk:
@@ -126,10 +142,12 @@ class Conn:
             self._sock: socket.socket | None = sock
             self._fd = sock.fileno()
             self._recv_into = self._recvmsg_into if receive_fds else sock.recv_into
+            self._receive_fds = receive_fds
         else:
             if receive_fds:
                 raise ValueError("receive_fds needs a Unix socket, not a bare fd")
             os.set_blocking(sock, False)
+            self._receive_fds = False
             self._sock = None
             self._fd = sock
             self._recv_into = self._readv_into
@@ -269,8 +287,6 @@ class Conn:
         `delimiter`, or None if it has not arrived yet. Raises ReadLimitError
         when `limit` bytes are buffered without a delimiter among them (the
         bytes stay buffered; the caller decides whether to close)."""
-        from . import codec  # a leaf module, imported lazily to keep layering
-
         if limit > self.read_limit:
             self.read_limit = limit  # the buffer must be allowed to hold it
         end = min(self._rend, self._rstart + limit)
@@ -297,12 +313,17 @@ class Conn:
         called."""
         if self._read_target is not None:
             raise RuntimeError("a read_into() is already pending")
-        target = target.cast("B") if target.format != "B" else target
+        # Our own view, released before the callback, so the caller's buffer
+        # is resizable again by the time it hears it is full.
+        target = memoryview(target)
+        if target.format != "B" or target.ndim != 1:
+            target = target.cast("B")
         n = min(len(target), self._rend - self._rstart)
         if n:
             target[:n] = self._rview[self._rstart : self._rstart + n]
             self.consume(n)
         if n == len(target):
+            target.release()
             self.loop.call_soon(callback)
             return
         self._read_target = target
@@ -418,7 +439,7 @@ class Conn:
         # the read buffer, so one syscall finishes a large payload and reads
         # the next headers too (unless read-side back-pressure says stop).
         ahead = None
-        if self._rend - self._rstart < self.read_limit and self._recv_into != self._recvmsg_into:
+        if self._rend - self._rstart < self.read_limit and not self._receive_fds:
             if self._grow or len(self._rbuf) - self._rend < 4096:
                 self._make_room()
             ahead = self._rview[self._rend : self._rend + self.read_size]
@@ -451,6 +472,7 @@ class Conn:
         cb = self._read_target_cb
         self._read_target = self._read_target_cb = None
         self._read_target_fill = 0
+        target.release()
         self._update_events()
         assert cb is not None
         cb()
@@ -476,50 +498,57 @@ class Conn:
     def write(self, data: Buffer) -> None:
         """Queue data; it leaves before the loop next sleeps. Never blocks.
         Raises ConnClosedError if the Conn is closed/closing or its write side
-        is shut, BufferFullError if the buffer would pass `write_cap`."""
+        is shut, BufferFullError if the buffer would pass `write_cap`,
+        TypeError if data is not bytes-like."""
         # Fast path: a small write appended to the open tail below the high
         # watermark. Invariant: _wtail is set only while it is the last item
         # of the queue, the Conn accepts writes, and a flush is scheduled or
         # EPOLLOUT is armed, so nothing appended here can be stranded.
         tail = self._wtail
-        if tail is not None and type(data) is not memoryview:
+        if tail is not None and (type(data) is bytes or type(data) is bytearray):
             size = self._wsize + len(data)
             if size <= self.high_water and len(data) < LARGE_WRITE:
                 tail += data
                 self._wsize = size
                 self.writes += 1
                 return
-        self._write_slow(data)
+        self.writev((data,))
 
-    def _write_slow(self, data: Buffer) -> None:
+    def writev(self, parts: Sequence[Buffer]) -> None:
+        """Queue several buffers as one write: either all of them or, on an
+        error, none. The watermark callback runs after the last part is
+        queued, so nothing it does can land between two parts (a frame's
+        header and payload, say)."""
         if self._closing or self._shut_wr_requested:
             raise ConnClosedError(
                 "write on a closed or write-shut connection", reason=self._close_reason
             )
-        n = data.nbytes if type(data) is memoryview else len(data)
-        if not n:
+        bufs = [_byte_buffer(d) for d in parts]
+        total = sum(len(b) for b in bufs)
+        if not total:
             return
-        size = self._wsize + n
+        size = self._wsize + total
         if size > self.write_cap:
             raise BufferFullError(
-                f"write of {n} bytes refused: {self._wsize} buffered, cap is {self.write_cap}"
+                f"write of {total} bytes refused: {self._wsize} buffered, cap is {self.write_cap}"
             )
         wq = self._wq
-        if n >= LARGE_WRITE:
-            if type(data) is not bytes:
-                if type(data) is memoryview and data.readonly:
-                    data = data.cast("B") if data.format != "B" else data
-                else:
+        for data in bufs:
+            n = len(data)
+            if n >= LARGE_WRITE:
+                if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
                     # A mutable buffer could change under us before it is
                     # sent; one copy now is the price of safety.
                     data = bytes(data)
-            wq.append(data)
-            self._wtail = None
-        elif self._wtail is not None:
-            self._wtail += data
-        else:
-            self._wtail = bytearray(data)
-            wq.append(self._wtail)
+                wq.append(data)
+                self._wtail = None
+            elif not n:
+                continue
+            elif self._wtail is not None:
+                self._wtail += data
+            else:
+                self._wtail = bytearray(data)
+                wq.append(self._wtail)
         self._wsize = size
         self.writes += 1
         if not self._flush_scheduled:
@@ -583,9 +612,9 @@ class Conn:
         self._wfd_chunks -= 1
         return n
 
-    def writelines(self, chunks: list[Buffer]) -> None:
-        for c in chunks:
-            self.write(c)
+    def writelines(self, chunks: Sequence[Buffer]) -> None:
+        """writev(chunks): all or nothing."""
+        self.writev(chunks)
 
     def _flush(self) -> None:
         """Send as much as the kernel takes, in as few syscalls as possible."""
@@ -661,8 +690,9 @@ class Conn:
             if self._sock is not None:
                 self._sock.shutdown(socket.SHUT_WR)
             else:
-                # A pipe has no half-close; closing the write end is the EOF.
-                pass
+                # A pipe has no half-close: closing the write end is the EOF,
+                # and there is no read side to keep.
+                self._finish_close(None)
         except OSError as exc:
             self._fatal(exc)
 
@@ -769,7 +799,7 @@ class Conn:
             self._flush()
             if self._closed:
                 return
-        if mask & EVENT_READ:
+        if mask & EVENT_READ and self._events & EVENT_READ:
             self._on_readable()
             return
         if mask & (EVENT_HUP | EVENT_ERR):
@@ -779,6 +809,8 @@ class Conn:
                     return self._fatal(OSError(err, os.strerror(err)))
             if self._events & EVENT_READ:
                 self._on_readable()  # returns the EOF or the error
+            elif self._wq and not self._write_shut:
+                self._flush()  # the write fails with the reason (EPIPE...)
             elif not self._closed:
                 # We are not reading (paused or back-pressured), yet HUP keeps
                 # firing even with an empty mask. Leave the epoll set until

@@ -190,6 +190,11 @@ class Loop:
         self.slow_callback = slow_callback
         self._epoll: select.epoll | None = select.epoll()
         self._fds: dict[int, _FdEntry] = {}
+        # fds unregistered while a batch of events is being dispatched: their
+        # remaining events in the batch are stale (the number may even have
+        # been reused by a new registration) and are skipped.
+        self._dropped: set[int] = set()
+        self._dispatching = False
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = 0
         self._cancelled_timers = 0
@@ -322,11 +327,13 @@ class Loop:
         """Stop watching fd. Safe if fd was already closed (EBADF/ENOENT)."""
         if self._fds.pop(fd, None) is None:
             return
+        if self._dispatching:
+            self._dropped.add(fd)
         if self._epoll is None:
             return
         try:
             self._epoll.unregister(fd)
-        except (FileNotFoundError, OSError):
+        except OSError:
             # EBADF: the fd was closed first. If a dup keeps the description
             # alive, its events will show up unknown and trigger a rebuild.
             pass
@@ -537,17 +544,26 @@ class Loop:
         # Stage 2: fd callbacks.
         if events:
             fds = self._fds
-            for fd, mask in events:
-                entry = fds.get(fd)
-                if entry is None:
-                    self._unknown_fd(fd)
-                    continue
-                try:
-                    entry.callback(mask)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:
-                    self.call_exception_handler(exc, entry.callback)
+            dropped = self._dropped
+            self._dispatching = True
+            try:
+                for fd, mask in events:
+                    if dropped and fd in dropped:
+                        continue  # unregistered earlier in this batch
+                    entry = fds.get(fd)
+                    if entry is None:
+                        self._unknown_fd(fd)
+                        continue
+                    try:
+                        entry.callback(mask)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as exc:
+                        self.call_exception_handler(exc, entry.callback)
+            finally:
+                self._dispatching = False
+                if dropped:
+                    dropped.clear()
 
         # Stage 3: due timers to the ready queue.
         timers = self._timers
@@ -607,6 +623,8 @@ class Loop:
             try:
                 n, more = src.serve(limit)
             except (KeyboardInterrupt, SystemExit):
+                if not alone:
+                    append(src)  # it may still hold work: keep it queued
                 raise
             except BaseException as exc:
                 self.call_exception_handler(exc, src.serve)

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import codec
 from .conn import LARGE_WRITE, Buffer, Conn
-from .errors import BufferFullError, ProtocolError, TruncatedFrameError
+from .errors import ProtocolError, TruncatedFrameError
 
 __all__ = ["Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN", "LARGE_PAYLOAD"]
 
@@ -116,6 +116,10 @@ class Pipe:
         self.frames_out = 0
         self.payload_in = 0
         self.payload_out = 0
+        # Frames below LARGE_PAYLOAD are assembled in the Conn's buffer, so
+        # reading must not pause before one fits; larger ones go direct.
+        if conn.read_limit < HEADER_SIZE + LARGE_PAYLOAD:
+            conn.read_limit = HEADER_SIZE + LARGE_PAYLOAD
         conn.on_data = self._on_data
         conn.on_eof = self._on_eof
         conn.on_close = self._on_conn_close
@@ -166,17 +170,9 @@ class Pipe:
         n = data.nbytes if type(data) is memoryview else len(data)
         if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
             raise self._bad_frame(chan, n)
-        if n < LARGE_WRITE and type(data) is bytes:
-            conn.write(_pack_header(chan, n) + data)
-        else:
-            if conn.write_buffered + HEADER_SIZE + n > conn.write_cap:
-                # Refuse the whole frame, not just its payload after its header.
-                raise BufferFullError(
-                    f"frame of {HEADER_SIZE + n} bytes refused: {conn.write_buffered}"
-                    f" buffered, cap is {conn.write_cap}"
-                )
-            conn.write(_pack_header(chan, n))
-            conn.write(data)
+        # One writev: the frame is queued whole or not at all, and no
+        # watermark callback can run between its header and its payload.
+        conn.writev((_pack_header(chan, n), data))
         self.frames_out += 1
         self.payload_out += n
 
@@ -197,10 +193,7 @@ class Pipe:
             total += n
         if not parts:
             return
-        if total < LARGE_WRITE:
-            self.conn.write(b"".join(parts))
-        else:
-            self.conn.writelines(parts)
+        self.conn.writev(parts)  # all frames or none
         self.frames_out += count
         self.payload_out += total
 
@@ -329,11 +322,18 @@ class Pipe:
     def serve(self, limit: int) -> tuple[int, bool]:
         """Deliver up to `limit` frames to on_frame (called by the Loop's fair
         stage). Returns (delivered, whether complete frames remain)."""
+        try:
+            return self._serve(limit)
+        except Exception:
+            self._queued = False  # the Loop drops a source that raised
+            raise
+
+    def _serve(self, limit: int) -> tuple[int, bool]:
         conn = self.conn
         done = 0
         more = True
         while done < limit:
-            if self._on_frame is None or conn._closed:
+            if self._on_frame is None or conn._closing:
                 more = False
                 break
             i = self._idx
@@ -354,7 +354,7 @@ class Pipe:
             # The budget ran out: is there more? (A scan made here is reused.)
             more = (
                 self._on_frame is not None
-                and not conn._closed
+                and not conn._closing
                 and (self._idx < len(self._lens) or self._large is not None or self._scan())
             )
         if more:
@@ -404,7 +404,7 @@ class Pipe:
                         cb(chans[j - 1], bytearray(view[o : o + n]))  # type: ignore[misc]
                 except Exception as exc:
                     handler(exc, cb)
-                if conn._closed or self._on_frame is not cb:
+                if conn._closing or self._on_frame is not cb:
                     break
         finally:
             # Consume exactly what was handed out, even if a callback raised

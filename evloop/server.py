@@ -192,7 +192,12 @@ def _connect(
     sock.setblocking(False)
     fd = sock.fileno()
     err = sock.connect_ex(addr)
-    if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+    # For AF_UNIX, EAGAIN is not "in progress" but "the listener's backlog is
+    # full": the socket is not connecting and never will.
+    in_progress = (
+        (errno.EINPROGRESS,) if sock.family == socket.AF_UNIX else (errno.EINPROGRESS, errno.EAGAIN)
+    )
+    if err != 0 and err not in in_progress:
         sock.close()
         exc = OSError(err, os.strerror(err))
         error = ConnectError(f"connect to {addr!r} failed: {exc.strerror}")
@@ -215,6 +220,11 @@ def _connect(
             return
         loop.unregister(fd)
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            try:
+                sock.getpeername()  # writable and no error, but connected?
+            except OSError as exc:
+                err = exc.errno or errno.ENOTCONN
         if err:
             sock.close()
             cause = OSError(err, os.strerror(err))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import array
 import os
 import socket
 import struct
@@ -381,3 +382,62 @@ def test_conn_of_a_closed_socket_is_refused(loop):
     s.close()
     with pytest.raises(ValueError, match="closed socket"):
         evloop.Conn(loop, s)
+
+
+# -- regressions found in review: each failed before its fix ---------------------
+
+
+def test_pipe_writer_whose_reader_died_reports_epipe(loop):
+    r, w = os.pipe()
+    closed = []
+    c = evloop.Conn(loop, w, start_reading=False, on_close=closed.append)
+    c.write(b"x" * 200_000)
+    loop.run_until(lambda: c._events & evloop.EVENT_WRITE, timeout=5)  # the pipe is full
+    os.close(r)
+    assert loop.run_until(lambda: closed, timeout=5)
+    assert isinstance(closed[0], BrokenPipeError)
+
+
+def test_shutdown_write_on_a_pipe_sends_eof(loop):
+    r, w = os.pipe()
+    reader = evloop.Conn(loop, r)
+    got, closes = bytearray(), []
+    reader.on_data = lambda c: drain(c, got)
+    reader.on_close = closes.append
+    writer = evloop.Conn(loop, w, start_reading=False)
+    writer.write(b"last words")
+    writer.shutdown_write()
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert got == b"last words" and writer.closed
+
+
+def test_write_counts_bytes_not_items(loop):
+    a, b = evloop.conn_pair(loop, start_reading=False)
+    a.write(b"open the tail")
+    a.write(array.array("I", [1, 2, 3]))  # 3 items, 12 bytes
+    assert a.write_buffered == 13 + 12
+    got = bytearray()
+    b.on_data = lambda c: drain(c, got)
+    b.resume_reading()
+    assert loop.run_until(lambda: len(got) == 25, timeout=5)
+    assert a.write_buffered == 0
+
+
+def test_closing_another_conn_in_the_same_batch_needs_no_rebuild(loop):
+    others = [evloop.conn_pair(loop) for _ in range(50)]
+    (a1, a2), (b1, b2) = evloop.conn_pair(loop), evloop.conn_pair(loop)
+
+    def kill(other):
+        def on_data(conn):
+            conn.consume(conn.read_buffered)
+            other.abort()
+
+        return on_data
+
+    a1.on_data, b1.on_data = kill(b1), kill(a1)
+    a2.write(b"x")
+    b2.write(b"y")  # both readable in the same epoll batch
+    assert loop.run_until(lambda: a1.closed or b1.closed, timeout=5)
+    loop.run_until(lambda: False, timeout=0.02)
+    assert loop.statistics().epoll_rebuilds == 0
+    assert len(others) == 50

@@ -446,3 +446,77 @@ def test_pull_mode_keeps_every_large_frame_until_it_is_read(loop):
     expect = [(1, len(first), first), (2, len(second), second), (3, 11, b"small after")]
     assert [f[:2] for f in frames] == [e[:2] for e in expect]
     assert all(f[2] == e[2] for f, e in zip(frames, expect, strict=True)), "payload mismatch"
+
+
+# -- regressions found in review: each failed before its fix ---------------------
+
+
+def test_write_frames_over_the_cap_queues_nothing(loop):
+    a, b = evloop.conn_pair(loop, high_water=100_000, write_cap=150_000)
+    tx = evloop.Pipe(a)
+    got = []
+    evloop.Pipe(b, lambda c, p: got.append((c, len(p))))
+    with pytest.raises(evloop.BufferFullError):
+        tx.write_frames([(1, bytes(100_000)), (2, bytes(100_000))])
+    assert a.write_buffered == 0
+    tx.write_frames([(3, b"in sync")] * 3)
+    assert loop.run_until(lambda: len(got) == 3, timeout=5)
+    assert got == [(3, 7)] * 3
+
+
+def test_pause_callback_cannot_land_inside_a_frame(loop):
+    a, b = evloop.conn_pair(loop, high_water=50_000)
+    tx = evloop.Pipe(a)
+    a.on_pause_writing = lambda: tx.write_frame(0, b"PAUSED")
+    got, errors = [], []
+    evloop.Pipe(b, lambda c, p: got.append((c, len(p))), on_error=errors.append)
+    tx.write_frame(1, b"z" * 49_990)
+    tx.write_frame(2, b"y" * 100_000)  # crosses the watermark
+    assert loop.run_until(lambda: len(got) == 3 or errors, timeout=5)
+    assert not errors and got == [(1, 49_990), (2, 100_000), (0, 6)]
+
+
+def test_small_frame_bigger_than_read_limit_is_still_received(loop):
+    raw, s = socket.socketpair()
+    conn = evloop.Conn(loop, s, read_limit=16 * 1024)
+    got = []
+    evloop.Pipe(conn, lambda c, p: got.append(len(p)))
+    data = frame(1, b"x" * 40_000)
+    raw.sendall(data[:17_000])
+    assert loop.run_until(lambda: conn.bytes_in == 17_000, timeout=5)
+    raw.sendall(data[17_000:])
+    assert loop.run_until(lambda: got, timeout=5)
+    assert got == [40_000]
+    raw.close()
+
+
+def test_no_frames_are_delivered_after_close_from_on_frame(loop):
+    a, b = evloop.conn_pair(loop)
+    tx = evloop.Pipe(a)
+    got = []
+
+    def on_frame(chan, payload):
+        got.append(payload)
+        rx.write_frame(1, b"reply")  # leaves unflushed data, so close() must wait
+        rx.close()
+
+    rx = evloop.Pipe(b, on_frame)
+    tx.write_frames([(1, b"first"), (1, b"after-1"), (1, b"after-2")])
+    assert loop.run_until(lambda: b.closed, timeout=5)
+    assert got == [b"first"]
+
+
+def test_large_payload_in_pull_mode_is_resizable_in_on_readable(loop):
+    a, b = evloop.conn_pair(loop)
+    resized = []
+
+    def on_readable(pipe):
+        frame_ = pipe.read_frame()
+        if frame_ is not None:
+            frame_[1].extend(b"!")  # would raise BufferError if a view were alive
+            resized.append(len(frame_[1]))
+
+    evloop.Pipe(b, on_readable=on_readable)
+    evloop.Pipe(a).write_frame(1, bytes(100_000))
+    assert loop.run_until(lambda: resized, timeout=5)
+    assert resized == [100_001]

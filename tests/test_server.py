@@ -185,3 +185,24 @@ def test_rlimit_module_available():
     # Guard for the test above: it needs RLIMIT_NOFILE to be settable.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert soft > 64 and hard >= soft
+
+
+def test_connect_unix_to_a_full_backlog_is_an_error_not_a_dead_conn(loop, tmp_path):
+    path = str(tmp_path / "full.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen(0)  # never accepts
+    try:
+        results = []
+        for _ in range(3):
+            evloop.connect_unix(loop, path, lambda c, e: results.append((c, e)), timeout=0.5)
+        assert loop.run_until(lambda: len(results) == 3, timeout=5)
+        for conn, err in results:
+            if conn is not None:
+                assert conn.socket.getpeername() == path  # really connected
+                conn.abort()
+            else:
+                assert isinstance(err, evloop.ConnectError)
+        assert any(conn is None for conn, _ in results)
+    finally:
+        lsock.close()

@@ -549,6 +549,11 @@ class Conn:
             else:
                 self._wtail = bytearray(data)
                 wq.append(self._wtail)
+        self._queued(size)
+
+    def _queued(self, size: int) -> None:
+        """Bookkeeping after bytes were queued: the new buffered size, a
+        flush before the loop sleeps, and the high watermark."""
         self._wsize = size
         self.writes += 1
         if not self._flush_scheduled:
@@ -586,11 +591,7 @@ class Conn:
         self._wq.append(_FdChunk(bytes(data), dups))
         self._wtail = None
         self._wfd_chunks += 1
-        self._wsize += len(data)
-        self.writes += 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_before_poll(self._flush)
+        self._queued(self._wsize + len(data))
 
     def _send_fd_chunk(self) -> int:
         # The head of the queue carries fds: send it (and what follows, up to

@@ -500,14 +500,16 @@ class Conn:
         Raises ConnClosedError if the Conn is closed/closing or its write side
         is shut, BufferFullError if the buffer would pass `write_cap`,
         TypeError if data is not bytes-like."""
-        # Fast path: a small write appended to the open tail below the high
-        # watermark. Invariant: _wtail is set only while it is the last item
+        # Fast path: a small write appended to the open tail while no
+        # watermark callback is due. Invariant: _wtail is set only while it is the last item
         # of the queue, the Conn accepts writes, and a flush is scheduled or
         # EPOLLOUT is armed, so nothing appended here can be stranded.
         tail = self._wtail
         if tail is not None and (type(data) is bytes or type(data) is bytearray):
             size = self._wsize + len(data)
-            if size <= self.high_water and len(data) < LARGE_WRITE:
+            # Below the watermark, or past it with the pause already announced.
+            limit = self.write_cap if self._write_paused else self.high_water
+            if size <= limit and len(data) < LARGE_WRITE:
                 tail += data
                 self._wsize = size
                 self.writes += 1

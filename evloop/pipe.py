@@ -157,7 +157,7 @@ class Pipe:
                 0 < n < LARGE_WRITE
                 and n <= self.max_len
                 and 0 <= chan <= 0xFFFF
-                and size <= conn.high_water
+                and size <= (conn.write_cap if conn._write_paused else conn.high_water)
             ):
                 tail += _pack_header(chan, n)
                 tail += data

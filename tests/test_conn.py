@@ -441,3 +441,17 @@ def test_closing_another_conn_in_the_same_batch_needs_no_rebuild(loop):
     loop.run_until(lambda: False, timeout=0.02)
     assert loop.statistics().epoll_rebuilds == 0
     assert len(others) == 50
+
+
+def test_fast_path_past_the_watermark_still_respects_the_cap(loop):
+    a, b = evloop.conn_pair(loop, high_water=100, low_water=50, write_cap=1000, start_reading=False)
+    paused = []
+    a.on_pause_writing = lambda: paused.append(1)
+    a.write(b"x" * 60)
+    a.write(b"x" * 60)  # crosses the watermark: announced once
+    for _ in range(14):
+        a.write(b"y" * 60)  # past it: fast path, no second announcement
+    assert paused == [1] and a.write_buffered == 960
+    with pytest.raises(evloop.BufferFullError):
+        a.write(b"z" * 60)  # the cap still holds on the fast path
+    assert a.write_buffered == 960

@@ -12,6 +12,8 @@ import textwrap
 from collections import Counter
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 import evloop
 from evloop import codec
@@ -520,3 +522,59 @@ def test_large_payload_in_pull_mode_is_resizable_in_on_readable(loop):
     evloop.Pipe(a).write_frame(1, bytes(100_000))
     assert loop.run_until(lambda: resized, timeout=5)
     assert resized == [100_001]
+
+
+# -- garbage in: every outcome is frames, a clean close or a clear error --------
+
+
+_valid_frames = st.lists(
+    st.tuples(st.integers(0, 0xFFFF), st.binary(min_size=1, max_size=300)), max_size=12
+).map(lambda fs: b"".join(frame(c, p) for c, p in fs))
+_streams = st.one_of(
+    st.binary(max_size=3000),  # garbage from the first byte
+    st.tuples(_valid_frames, st.binary(max_size=40)).map(lambda t: t[0] + t[1]),  # then garbage
+    _valid_frames,  # all good
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=_streams,
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=20),
+    max_len=st.sampled_from([1, 7, 100, 70_000, evloop.DEFAULT_MAX_LEN]),
+)
+def test_random_bytes_over_a_real_socket(data, cuts, max_len):
+    with evloop.Loop() as lp:
+        errors_in_loop = []
+        lp.set_exception_handler(lambda exc, cb: errors_in_loop.append(exc))
+        a_sock, b_sock = socket.socketpair()
+        got, errors, closes = [], [], []
+        evloop.Pipe(
+            evloop.Conn(lp, b_sock),
+            lambda c, p: got.append((c, bytes(p))),
+            on_error=errors.append,
+            on_close=closes.append,
+            max_len=max_len,
+        )
+        pos = 0
+        try:
+            for cut in [*cuts, len(data)]:
+                a_sock.sendall(data[pos : pos + cut])
+                pos += cut
+                lp.run_until(lambda: False, timeout=0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the Pipe already hung up on a bad header
+        a_sock.close()
+        assert lp.run_until(lambda: closes, timeout=5), "the Pipe never closed"
+        assert not errors_in_loop, errors_in_loop
+        assert len(closes) == 1 and len(errors) <= 1
+        # Whatever was delivered is exactly the stream's prefix, frame by frame.
+        rebuilt = b"".join(frame(c, p) for c, p in got)
+        assert data.startswith(rebuilt)
+        if errors:
+            assert isinstance(errors[0], evloop.ProtocolError)
+            assert errors[0].offset == len(rebuilt)
+            assert closes == [errors[0]]
+        else:
+            assert rebuilt == data and closes == [None]
+        event(f"{len(got) > 0 and 'frames' or 'no frames'}, {errors and 'error' or 'clean'}")

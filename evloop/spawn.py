@@ -40,7 +40,7 @@ from typing import Any, cast
 
 from . import launch
 from .conn import Conn
-from .errors import LoopClosedError, RemoteError, SpawnError
+from .errors import LoopClosedError, ProtocolError, RemoteError, SpawnError, TruncatedFrameError
 from .launch import CHILD_FD
 from .loop import EVENT_READ, Loop, TimerHandle
 from .pipe import Pipe
@@ -65,6 +65,8 @@ MAX_USER_CHANNEL = CONTROL_CHANNEL - 1
 # by mistake; a worker that wants to clean up sees EOF on its Pipe first
 # whenever the parent exits normally.
 DEFAULT_PDEATHSIG = int(signal.SIGKILL)
+# Seconds between SIGTERM and SIGKILL for a child that corrupted its stream.
+ERROR_GRACE = 2.0
 
 # Control messages: the first payload byte on CONTROL_CHANNEL is the kind.
 # spawn handles CTL_ERROR; the others (evloop.pool's) go to Worker.on_control.
@@ -409,12 +411,18 @@ class Worker:
         else:
             self._linger_timer = self.loop.call_later(_EXIT_LINGER, self._linger_check)
 
-    def _on_pipe_close(self, _exc: BaseException | None) -> None:
+    def _on_pipe_close(self, exc: BaseException | None) -> None:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
         if self.returncode is not None:
             self._report_exit()
+        elif isinstance(exc, ProtocolError) and not isinstance(exc, TruncatedFrameError):
+            # The child wrote a corrupt stream: the channel can never carry
+            # frames again, and the child may not notice it is gone. Stop it;
+            # its exit is reported as usual. (A reset or a truncated frame
+            # means the child closed its end, so it is on its way out.)
+            self.terminate(grace=ERROR_GRACE)
 
     def _report_exit(self) -> None:
         if self._exit_reported:

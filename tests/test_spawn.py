@@ -772,3 +772,19 @@ def test_doc_examples_run(tmp_path: Any, name: str, expect: list[bytes]) -> None
     assert out.returncode == 0, out.stderr.decode()
     for e in expect:
         assert e in out.stdout, out.stdout.decode()
+
+
+def test_a_worker_that_corrupts_its_stream_is_stopped(loop: Loop) -> None:
+    # A bad header (length 0), then the worker ignores its dead channel. The
+    # parent reports the ProtocolError and, since the channel can never
+    # recover, terminates the worker instead of leaving it running.
+    rec = Recorder()
+    w = spawn(
+        loop,
+        ["sh", "-c", "printf '\\000\\001\\000\\000\\000\\000' >&3; exec sleep 30"],
+        **rec.kwargs(),
+    )
+    finish(loop, w, timeout=15)
+    assert [type(e).__name__ for e in rec.errors] == ["ProtocolError"]
+    assert w.returncode == -signal.SIGTERM
+    assert zombie_children() == []

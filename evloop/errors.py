@@ -64,8 +64,9 @@ class ProtocolError(EvloopError, ValueError):
 
 class TruncatedFrameError(ProtocolError):
     """The stream ended (EOF) in the middle of a frame. `length` is the number
-    of bytes of the incomplete frame that did arrive, `offset` where it
-    started, `channel` is -1 when the header itself was cut."""
+    of bytes of the incomplete frame that did arrive (header included),
+    `offset` where it started in the stream, `channel` its channel, or -1
+    when the header itself was cut."""
 
 
 class WorkerError(EvloopError):

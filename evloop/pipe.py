@@ -109,6 +109,7 @@ class Pipe:
         self._idx = 0
         self._large: tuple[int, bytearray] | None = None  # received directly
         self._large_pending = False
+        self._large_at = (-1, 0)  # (channel, stream offset) of the pending large frame
         self._error: BaseException | None = None  # to report after the frames before it
         self._queued = False
         self._eof = False
@@ -293,6 +294,10 @@ class Pipe:
     def _start_large(self, buf: bytearray, start: int) -> None:
         chan, n = codec.decode_header(buf, start)
         target = bytearray(n)
+        conn = self.conn
+        # Where this frame began in the stream, for a TruncatedFrameError:
+        # its header is consumed now, before its payload arrives.
+        self._large_at = (chan, conn.bytes_in - (conn.read_buffered))
         self.conn.consume(HEADER_SIZE)
         self._large_pending = True
         self.conn.read_into(memoryview(target), lambda: self._large_done(chan, target))
@@ -432,14 +437,25 @@ class Pipe:
             return
         left = conn.read_buffered
         if left or self._large_pending:
-            where = "header" if left < HEADER_SIZE and not self._large_pending else "payload"
-            detail = f"inside a frame {where}"
-            offset = conn.bytes_in - left
+            if self._large_pending:
+                chan, offset = self._large_at
+                where = "payload"
+            elif left >= HEADER_SIZE:
+                buf, start, _ = conn.read_buffer()
+                chan, offset, where = (
+                    codec.decode_header(buf, start)[0],
+                    conn.bytes_in - left,
+                    "payload",
+                )
+            else:
+                chan, offset, where = -1, conn.bytes_in - left, "header"
+            length = conn.bytes_in - offset  # every byte of the frame that arrived
             self._fail(
                 TruncatedFrameError(
-                    f"stream ended {detail}: {left} bytes of an incomplete frame at offset {offset}",
-                    channel=-1,
-                    length=left,
+                    f"stream ended inside a frame {where}: {length} bytes of an incomplete"
+                    f" frame at offset {offset}",
+                    channel=chan,
+                    length=length,
                     offset=offset,
                 )
             )

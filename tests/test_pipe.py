@@ -188,6 +188,32 @@ def test_stream_ending_inside_a_frame_is_reported(loop, tail):
     assert errors[0].length == len(tail) and errors[0].offset == 6 + 8
 
 
+@pytest.mark.parametrize(
+    "tail, chan",
+    [
+        (HDR.pack(7, 1 << 20), 7),  # a large frame's header, then nothing
+        (HDR.pack(7, 1 << 20) + b"x" * 1000, 7),  # and part of its payload
+        (HDR.pack(7, 100) + b"x" * 10, 7),  # a small frame cut in its payload
+        (HDR.pack(7, 100)[:3], -1),  # a header cut
+    ],
+)
+def test_truncation_names_where_the_frame_began(loop, tail, chan):
+    a_sock, b_sock = socket.socketpair()
+    errors, closes = [], []
+    conn = evloop.Conn(loop, b_sock)
+    evloop.Pipe(conn, lambda c, p: None, on_error=errors.append, on_close=closes.append)
+    first = frame(1, b"whole")
+    a_sock.sendall(first)
+    assert loop.run_until(lambda: conn.bytes_in == len(first), timeout=5)
+    a_sock.sendall(tail)
+    assert loop.run_until(lambda: conn.bytes_in == len(first) + len(tail), timeout=5)
+    a_sock.close()
+    assert loop.run_until(lambda: closes, timeout=5)
+    (exc,) = errors
+    assert isinstance(exc, evloop.TruncatedFrameError)
+    assert (exc.offset, exc.length, exc.channel) == (len(first), len(tail), chan)
+
+
 def test_truncated_large_frame_is_reported(loop):
     a_sock, b_sock = socket.socketpair()
     errors, closes = [], []

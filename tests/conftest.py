@@ -7,8 +7,18 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 import evloop
+
+# CI runs a fixed, derandomized set of property-test examples, so a submission
+# cannot fail on a case no developer ever saw; local runs keep exploring new
+# random examples (and HYPOTHESIS_PROFILE=ci reproduces CI's set).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def open_fds() -> dict[int, str]:

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import array
+import errno
 import os
 import socket
 from collections import deque
@@ -172,6 +173,7 @@ class Conn:
         self._read_target_cb: Callable[[], Any] | None = None
         self._grow = False  # the last read filled the buffer: grow it
         self._eof = False
+        self._reset: OSError | None = None
         # Write buffer: a deque of bytearray/bytes/memoryview chunks.
         self._wq: deque[Any] = deque()
         self._wtail: bytearray | None = None  # see write()
@@ -392,7 +394,7 @@ class Conn:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            return self._fatal(exc)
+            return self._read_failed(exc)
         finally:
             view.release()
         if n == 0:
@@ -452,7 +454,7 @@ class Conn:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            return self._fatal(exc)
+            return self._read_failed(exc)
         finally:
             view.release()
             if ahead is not None:
@@ -483,6 +485,15 @@ class Conn:
             and not self._closed
         ):
             self.on_data(self)  # the read-ahead is news to the consumer
+
+    def _read_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            # The peer is gone, but what it sent before may still be buffered
+            # here (or in a Pipe): let the consumer have it, as at
+            # end-of-file, and report the reset when the Conn closes.
+            self._reset = exc
+            return self._on_peer_eof()
+        self._fatal(exc)
 
     def _on_peer_eof(self) -> None:
         self._eof = True
@@ -742,6 +753,8 @@ class Conn:
     def _finish_close(self, reason: BaseException | None) -> None:
         if self._closed:
             return
+        if reason is None:
+            reason = self._reset  # a reset seen while buffered input was drained
         self._closed = True
         self._closing = True
         self._close_reason = reason
@@ -806,13 +819,15 @@ class Conn:
             self._on_readable()
             return
         if mask & (EVENT_HUP | EVENT_ERR):
-            if mask & EVENT_ERR:
-                err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
-                if err:
-                    return self._fatal(OSError(err, os.strerror(err)))
             if self._events & EVENT_READ:
-                self._on_readable()  # returns the EOF or the error
-            elif self._wq and not self._write_shut:
+                # Read what is still queued first; the read then returns the
+                # EOF or the error (a reset is treated as EOF, see below).
+                return self._on_readable()
+            # Not reading (paused, back-pressured, or past EOF): input that
+            # is buffered here or queued in the kernel must not be cut off by
+            # the error. Queued writes surface it (EPIPE); otherwise park, and
+            # when reading resumes recv() returns the rest, then the error.
+            if self._wq and not self._write_shut:
                 self._flush()  # the write fails with the reason (EPIPE...)
             elif not self._closed:
                 # We are not reading (paused or back-pressured), yet HUP keeps

@@ -694,7 +694,9 @@ class Loop:
         if self._running:
             raise LoopRunningError("cannot close a running loop; stop() it first")
         while self._adopted:
-            _, obj = self._adopted.popitem()
+            # Oldest first: an owner (a Pool) goes before what it adopted
+            # later (its Workers), so it can end them on its own terms.
+            obj = self._adopted.pop(next(iter(self._adopted)))
             try:
                 obj.abort()
             except Exception as exc:

@@ -210,6 +210,8 @@ class Worker:
         self._sigchld = False
         self._kill_timer: TimerHandle | None = None
         self._linger_timer: TimerHandle | None = None
+        self._orphan_timer: TimerHandle | None = None  # see _on_pipe_close
+        self._close_requested = False
         self._exit_reported = False
         conn = Conn(loop, sock)
         try:
@@ -333,6 +335,7 @@ class Worker:
     def close(self) -> None:
         """Close the parent's end of the Pipe after flushing it. A Python
         worker sees end-of-file and exits 0; the Worker stays until reaped."""
+        self._close_requested = True
         self.pipe.close()
 
     # -- exit -----------------------------------------------------------------
@@ -383,9 +386,10 @@ class Worker:
         if self._popen is not None:
             self._popen.returncode = returncode
         self._unwatch()
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
-            self._kill_timer = None
+        for timer in (self._kill_timer, self._orphan_timer):
+            if timer is not None:
+                timer.cancel()
+        self._kill_timer = self._orphan_timer = None
         if self.pipe.closed:
             self._report_exit()
             return
@@ -420,8 +424,18 @@ class Worker:
         elif isinstance(exc, ProtocolError) and not isinstance(exc, TruncatedFrameError):
             # The child wrote a corrupt stream: the channel can never carry
             # frames again, and the child may not notice it is gone. Stop it;
-            # its exit is reported as usual. (A reset or a truncated frame
-            # means the child closed its end, so it is on its way out.)
+            # its exit is reported as usual.
+            self.terminate(grace=ERROR_GRACE)
+        elif not self._close_requested and self._orphan_timer is None:
+            # The child closed its end (or reset it) without being asked: it
+            # is most likely exiting. If it is still running ERROR_GRACE
+            # later it is of no use to anyone (requests on it could never be
+            # answered): stop it then. Waiting first avoids racing its exit.
+            self._orphan_timer = self.loop.call_later(ERROR_GRACE, self._stop_if_alive)
+
+    def _stop_if_alive(self) -> None:
+        self._orphan_timer = None
+        if self.returncode is None:
             self.terminate(grace=ERROR_GRACE)
 
     def _report_exit(self) -> None:

@@ -455,3 +455,31 @@ def test_fast_path_past_the_watermark_still_respects_the_cap(loop):
     with pytest.raises(evloop.BufferFullError):
         a.write(b"z" * 60)  # the cap still holds on the fast path
     assert a.write_buffered == 960
+
+
+def test_reset_while_back_pressured_delivers_everything_first(loop):
+    # The peer sends more than our read limit, then closes with bytes of ours
+    # unread (a reset). Every byte it sent must still reach the consumer,
+    # and on_close reports the reset afterwards.
+    a_sock, b_sock = socket.socketpair()
+    conn = evloop.Conn(loop, b_sock, read_limit=64 * 1024)
+    got, closes = bytearray(), []
+    conn.on_data = lambda c: None  # consume nothing yet: back-pressure
+    conn.on_close = closes.append
+    conn.write(b"never read by the peer")
+    loop.run_until(lambda: conn.bytes_out > 0, timeout=5)
+    data = os.urandom(150_000)
+    a_sock.setblocking(False)
+    sent = 0
+    while sent < len(data):
+        try:
+            sent += a_sock.send(data[sent:])
+        except BlockingIOError:
+            loop.run_until(lambda: False, timeout=0.01)
+    a_sock.close()  # with unread data: a reset
+    loop.run_until(lambda: False, timeout=0.05)
+    conn.on_data = lambda c: drain(c, got)
+    drain(conn, got)
+    assert loop.run_until(lambda: closes, timeout=5)
+    assert bytes(got) == data
+    assert isinstance(closes[0], ConnectionResetError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -372,3 +373,40 @@ def test_loop_close_fails_everything() -> None:
     assert all(isinstance(e, (WorkerCrashed, PoolClosedError)) for e in outcomes)
     assert [w.returncode for w in workers] == [-signal.SIGKILL] * 2
     assert fd_count() == before
+
+
+_ANSWER_THEN_EXIT = r"""
+import os, socket, struct, time
+s = socket.socket(fileno=3)
+chan, n = struct.unpack(">HI", s.recv(6, socket.MSG_WAITALL))
+body = s.recv(n, socket.MSG_WAITALL)
+time.sleep(0.3)  # the second request arrives and stays unread
+notes = b"".join(struct.pack(">HI", 2, 50) + b"n" * 50 for _ in range(20000))
+reply = b"R" + body[1:9] + b"answer"
+s.sendall(notes + struct.pack(">HI", 0xFFFF, len(reply)) + reply)
+os._exit(0)
+"""
+
+
+def test_a_reply_sent_before_the_worker_exits_is_not_lost(loop: Loop) -> None:
+    notes: list[int] = []
+    pool = Pool(
+        loop, [sys.executable, "-c", _ANSWER_THEN_EXIT], 1, restart=False,
+        on_frame=lambda w, c, p: notes.append(1),
+    )  # fmt: skip
+    r1, r2 = pool.request(b"one"), pool.request(b"two")
+    wait_all(loop, [r1, r2])
+    assert len(notes) == 20000
+    assert r1.result() == b"answer"
+    assert isinstance(r2.exception(), WorkerCrashed)
+    pool.abort()
+
+
+def test_closing_the_loop_fails_requests_with_pool_closed() -> None:
+    lp = Loop()
+    pool = Pool(lp, WORKER, 2)
+    reqs = [pool.request(b"hold") for _ in range(2)]  # never answered
+    assert lp.run_until(lambda: pool.statistics().in_flight == 2, timeout=20)
+    lp.close()
+    assert [type(r.exception()).__name__ for r in reqs] == ["PoolClosedError"] * 2
+    assert pool.statistics().crashes == 0

@@ -788,3 +788,11 @@ def test_a_worker_that_corrupts_its_stream_is_stopped(loop: Loop) -> None:
     assert [type(e).__name__ for e in rec.errors] == ["ProtocolError"]
     assert w.returncode == -signal.SIGTERM
     assert zombie_children() == []
+
+
+def test_a_worker_that_drops_its_channel_but_lives_on_is_stopped(loop: Loop) -> None:
+    rec = Recorder()
+    w = spawn(loop, ["sh", "-c", "exec 3>&-; exec sleep 30"], **rec.kwargs())
+    finish(loop, w, timeout=15)  # ERROR_GRACE after the EOF, then SIGTERM
+    assert w.returncode == -signal.SIGTERM
+    assert zombie_children() == []

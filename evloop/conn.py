@@ -189,7 +189,6 @@ class Conn:
         self._closed = False
         self._close_reason: BaseException | None = None
         self._events = 0
-        self._parked = False  # unregistered after HUP while reading paused
         self.bytes_in = 0
         self.bytes_out = 0
         self.reads = 0
@@ -760,8 +759,7 @@ class Conn:
         self._close_reason = reason
         fd = self._fd
         self._fd = -1
-        if self._events or self._parked or self.loop.is_registered(fd):
-            self.loop.unregister(fd)
+        self.loop.unregister(fd)  # idempotent: a parked fd is already out
         self._events = 0
         if self._sock is not None:
             self._sock.close()
@@ -796,18 +794,15 @@ class Conn:
             ev |= EVENT_READ
         if self._wq and not self._write_shut:
             ev |= EVENT_WRITE
-        if ev == self._events and (ev or self._parked or self.loop.is_registered(self._fd)):
-            return
+        if ev == self._events and ev:
+            return  # registered, nothing changed (the common case)
         loop = self.loop
-        if self._parked:
-            if not ev:
-                return
-            self._parked = False
-            loop.register(self._fd, ev, self._on_events)
-        elif not loop.is_registered(self._fd):
-            loop.register(self._fd, ev, self._on_events)
-        else:
+        if loop.is_registered(self._fd):
             loop.modify(self._fd, ev)
+        elif ev:
+            # New, or parked after a hang-up while not reading: with no
+            # interest it stays out, since EPOLLHUP would fire regardless.
+            loop.register(self._fd, ev, self._on_events)
         self._events = ev
 
     def _on_events(self, mask: int) -> None:
@@ -835,7 +830,6 @@ class Conn:
                 # reading resumes, so the loop does not spin.
                 self.loop.unregister(self._fd)
                 self._events = 0
-                self._parked = True
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("closing" if self._closing else "open")

@@ -112,7 +112,6 @@ class Pipe:
         self._large_at = (-1, 0)  # (channel, stream offset) of the pending large frame
         self._error: BaseException | None = None  # to report after the frames before it
         self._queued = False
-        self._eof = False
         self.frames_in = 0
         self.frames_out = 0
         self.payload_in = 0
@@ -223,7 +222,7 @@ class Pipe:
                 exc, self._error = self._error, None
                 self._fail(exc, notify=False)
                 raise exc
-            if self._eof:
+            if self.conn.at_eof:
                 self._finish_eof()
         return frame
 
@@ -368,7 +367,7 @@ class Pipe:
         if self._error is not None:
             error, self._error = self._error, None
             self._fail(error)
-        elif self._eof:
+        elif self.conn.at_eof:
             self._finish_eof()
         return done, False
 
@@ -425,7 +424,6 @@ class Pipe:
     # -- end of stream and errors ---------------------------------------------
 
     def _on_eof(self, conn: Conn) -> bool:
-        self._eof = True
         if self._queued or self.frames_ready or self._scan():
             return True  # stay open until the buffered frames are delivered
         self._finish_eof()

@@ -35,6 +35,7 @@ from evloop import (
 )
 from evloop.spawn import CONTROL_CHANNEL, Worker, spawn, target_name
 from tests import workers
+from tests.conftest import drain
 from tests.spawn_helpers import fd_count, pid_alive, py_exec, zombie_children
 
 spawn_mod = importlib.import_module("evloop.spawn")  # `evloop.spawn` is the function
@@ -672,15 +673,7 @@ def test_tcp_connection_handed_to_a_worker(loop: Loop) -> None:
     def connected(conn: evloop.Conn | None, exc: BaseException | None) -> None:
         assert conn is not None, exc
         got = bytearray()
-
-        def on_data(c: evloop.Conn) -> None:
-            view = c.read()
-            got.extend(view)
-            n = len(view)
-            view.release()
-            c.consume(n)
-
-        conn.on_data = on_data
+        conn.on_data = lambda c: drain(c, got)
         conn.on_close = lambda _exc: replies.append(bytes(got))
         conn.write(b"hello over tcp\n")
 

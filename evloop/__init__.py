@@ -20,6 +20,7 @@ from .errors import (
     RequestTimeout,
     SpawnError,
     TruncatedFrameError,
+    UnroutableFrame,
     WorkerCrashed,
     WorkerError,
 )
@@ -37,7 +38,7 @@ __all__ = [
     "spawn", "Worker", "Pool", "Request", "PoolStatistics", "serve", "Reply",
     "Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
-    "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "WorkerError", "SpawnError",
+    "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
     "InvalidStateError",
 ]  # fmt: skip

@@ -37,7 +37,7 @@ from typing import Any
 
 from . import codec
 from .errors import BufferFullError, ConnClosedError, ReadLimitError
-from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Loop
+from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Handle, Loop
 
 __all__ = ["Conn", "ConnStatistics", "Buffer"]
 
@@ -182,6 +182,7 @@ class Conn:
         self._fds_in: deque[int] = deque()
         self._flush_scheduled = False
         self._write_paused = False
+        self._writable_waiters: list[Handle] | None = None
         self._shut_wr_requested = False
         self._write_shut = False
         # State.
@@ -625,6 +626,39 @@ class Conn:
         self._wfd_chunks -= 1
         return n
 
+    def when_writable(self, fn: Callable[[], Any]) -> Handle:
+        """Call fn() once, from a fresh loop callback, as soon as the Conn is
+        writable (below the high watermark, or drained to the low one after a
+        pause) or closed: at once if it already is. Any number of callers may
+        wait; the returned handle's cancel() withdraws one. A woken caller
+        checks `writable`/`closing` itself: a close wakes everyone."""
+        if not self._write_paused or self._closing:
+            return self.loop.call_soon(fn)
+        h = Handle(self.loop, fn, ())
+        if self._writable_waiters is None:
+            self._writable_waiters = []
+        self._writable_waiters.append(h)
+        return h
+
+    def _wake_writable_waiters(self) -> None:
+        waiters = self._writable_waiters
+        if waiters:
+            self._writable_waiters = None
+            loop = self.loop
+            if loop.closed:
+                return
+            for h in waiters:
+                if not h.cancelled:
+                    loop.call_soon(h._fn)
+
+    def flush(self) -> None:
+        """Hand what is buffered to the kernel now instead of at the end of
+        the turn (a worker that computes for long inside one callback can
+        make its progress frames leave). Never blocks: what the kernel does
+        not take waits for EPOLLOUT as usual."""
+        if self._wq and not self._closed:
+            self._flush()
+
     def writelines(self, chunks: Sequence[Buffer]) -> None:
         """writev(chunks): all or nothing."""
         self.writev(chunks)
@@ -676,6 +710,7 @@ class Conn:
             # A closing Conn takes no more writes: no point asking for them.
             if self.on_resume_writing is not None and not self._closing:
                 self.on_resume_writing()
+            self._wake_writable_waiters()
         if not self._wq:
             if self._closing:
                 self._finish_close(None)
@@ -783,6 +818,7 @@ class Conn:
         self.loop.disown(self)
         if self.on_close is not None and not self.loop.closed:
             self.loop.call_soon(self.on_close, reason)
+        self._wake_writable_waiters()
 
     # -- epoll interest -------------------------------------------------------
 

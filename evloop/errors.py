@@ -69,6 +69,17 @@ class TruncatedFrameError(ProtocolError):
     when the header itself was cut."""
 
 
+class UnroutableFrame(EvloopError, LookupError):
+    """A frame arrived on a channel that nothing routes (a ChannelMux with no
+    route and no default for it): reported to the loop's exception handler
+    (or the mux's `on_unrouted`) instead of being dropped silently.
+    `channel` is the frame's channel."""
+
+    def __init__(self, msg: str, *, channel: int):
+        super().__init__(msg)
+        self.channel = channel
+
+
 class WorkerError(EvloopError):
     """Root of the errors about spawned worker processes."""
 

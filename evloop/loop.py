@@ -38,7 +38,6 @@
 # through fds, so they are just stage-2 events that queue stage-4 callbacks.
 from __future__ import annotations
 
-import errno
 import heapq
 import logging
 import math
@@ -73,6 +72,12 @@ EVENT_HUP = select.EPOLLHUP
 EVENT_ERR = select.EPOLLERR
 
 _MAX_EVENTS = 1024
+# epoll_wait takes an int of milliseconds: 2**31 ms is about 24.8 days, and
+# a longer timeout raises OverflowError. Sleep at most a day at a time; a
+# far timer just costs one extra wake-up a day.
+_MAX_TIMEOUT = 86400.0
+# close() runs at most this many queued callbacks (see there).
+_CLOSE_DRAIN_MAX = 100_000
 # Purge the timer heap when cancelled entries are both many and the majority.
 _PURGE_MIN = 64
 
@@ -142,6 +147,24 @@ class ReadySource(Protocol):
     def serve(self, limit: int) -> tuple[int, bool]: ...
 
 
+class Clock(Protocol):
+    """Where a Loop gets its time from (`Loop(clock=...)`). The default is
+    time.monotonic() and costs nothing extra; evloop.testing.VirtualClock
+    implements this to make timeouts, keepalives and backoff deterministic.
+
+    `time()` is the loop's notion of now. `real_timeout(t)` turns "the next
+    timer is due in t loop-seconds" (t >= 0) into how many real seconds
+    epoll may block (-1 means until an fd is ready). `idle(t)` is called
+    when a poll that waited `real_timeout(t)` returned nothing: a virtual
+    clock may jump ahead by t, so the timer becomes due."""
+
+    def time(self) -> float: ...
+
+    def real_timeout(self, timeout: float) -> float: ...
+
+    def idle(self, timeout: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class LoopStatistics:
     fds: int  # registered by users (the loop's own eventfd/signal fd excluded)
@@ -179,6 +202,7 @@ class Loop:
         time_budget: float = 0.002,
         debug: bool = False,
         slow_callback: float = 0.1,
+        clock: Clock | None = None,
     ):
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -188,6 +212,10 @@ class Loop:
         self.time_budget = time_budget
         self.debug = debug
         self.slow_callback = slow_callback
+        # The clock: _now() on every path that needs the time; _clock is set
+        # only for a non-default clock, whose sleep the loop must negotiate.
+        self._clock = clock
+        self._now: Callable[[], float] = time.monotonic if clock is None else clock.time
         self._epoll: select.epoll | None = select.epoll()
         self._fds: dict[int, _FdEntry] = {}
         # fds unregistered while a batch of events is being dispatched: their
@@ -209,7 +237,13 @@ class Loop:
         self._rebuilds = 0
         self._thread_id: int | None = None
         self._exception_handler: Callable[[BaseException, Any], Any] | None = None
-        # Thread-safe wake-up: an eventfd, read in full on every wake.
+        # Thread-safe wake-up: an eventfd, read in full on every wake. The
+        # lock orders posts from other threads against close(): a post either
+        # lands (its callback will run, at the latest during close()) or
+        # raises LoopClosedError; it never writes to an eventfd number that
+        # close() released and the process may have reused.
+        self._post_lock = threading.Lock()
+        self._posts_open = True
         self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.register(self._wakeup_fd, EVENT_READ, self._on_wakeup)
         # Signals: lazily set up on the first add_signal_handler().
@@ -221,10 +255,9 @@ class Loop:
 
     # -- clock and scheduling -------------------------------------------------
 
-    @staticmethod
-    def time() -> float:
-        """The loop's clock: time.monotonic()."""
-        return time.monotonic()
+    def time(self) -> float:
+        """The loop's clock: time.monotonic(), or the `clock` it was given."""
+        return self._now()
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run fn(*args) on the next turn (FIFO with other call_soon)."""
@@ -235,25 +268,28 @@ class Loop:
         return h
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Handle:
-        """call_soon from any thread; wakes the loop if it is sleeping."""
-        self._check_open()
+        """call_soon from any thread; wakes the loop if it is sleeping.
+
+        A callback this accepts (returns a handle for) is run: by the loop,
+        or at the latest by close(), which runs what was posted before it
+        began. Once close() has begun it raises LoopClosedError instead."""
         _check_callable(fn)
         h = Handle(self, fn, args)
-        self._ready.append(h)  # deque.append is atomic
-        try:
-            os.eventfd_write(self._wakeup_fd, 1)
-        except BlockingIOError:
-            pass  # the counter is saturated: a wake-up is pending anyway
-        except OSError as exc:
-            if exc.errno != errno.EBADF:  # closed concurrently: nothing to wake
-                raise
+        with self._post_lock:
+            if not self._posts_open:
+                raise LoopClosedError("the loop is closed (or closing)")
+            self._ready.append(h)
+            try:
+                os.eventfd_write(self._wakeup_fd, 1)
+            except BlockingIOError:
+                pass  # the counter is saturated: a wake-up is pending anyway
         return h
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run fn(*args) after `delay` seconds (negative counts as 0)."""
         if not math.isfinite(delay):
             raise ValueError(f"delay must be a finite number of seconds, got {delay!r}")
-        return self.call_at(time.monotonic() + max(0.0, delay), fn, *args)
+        return self.call_at(self._now() + max(0.0, delay), fn, *args)
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run fn(*args) at Loop.time() `when`; equal times run in call order."""
@@ -467,6 +503,11 @@ class Loop:
         stop() is called, or `timeout` seconds pass. Returns whether the
         predicate held (True also when no predicate was given and the run
         ended by stop() or the timeout)."""
+        self._check_open()
+        if self._running:
+            # Before the deadline timer exists, so a refused call leaves
+            # nothing behind.
+            raise LoopRunningError("this loop is already running")
         if predicate is not None and predicate():
             return True
         deadline_handle = None
@@ -525,21 +566,65 @@ class Loop:
                     self.call_exception_handler(exc, fn)
             hooks = self._before_poll
 
-    def _run_once(self) -> None:
+    def run_once(self, timeout: float | None = None) -> None:
+        """Run one turn, blocking in epoll for at most `timeout` seconds
+        (None: until there is something to do). For embedding the loop in
+        another one: register fileno() for reading with the host loop, call
+        run_once(0) when it is readable, and again after next_timeout()
+        seconds (see docs/asyncio.md)."""
+        if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a finite number >= 0 or None, got {timeout!r}")
+        self._enter()
+        try:
+            self._run_once(-1.0 if timeout is None else timeout)
+        finally:
+            self._leave()
+
+    def next_timeout(self) -> float | None:
+        """Seconds until this loop has work that no fd event will announce:
+        0.0 if callbacks, ready sources or end-of-turn hooks are pending, the
+        time to the next timer, or None if there is nothing but fds."""
+        if self._ready or self._sources or self._before_poll:
+            return 0.0
+        if self._timers:
+            return max(0.0, self._timers[0][0] - self._now())
+        return None
+
+    def fileno(self) -> int:
+        """The epoll fd: it is readable whenever a registered fd has an
+        event, so a host event loop can watch it."""
+        if self._epoll is None:
+            raise LoopClosedError("the loop is closed")
+        return self._epoll.fileno()
+
+    def _run_once(self, max_timeout: float = -1.0) -> None:
         self._iterations += 1
         # Stage 1: how long may we sleep?
         if self._ready or self._sources or self._stopping or self._before_poll:
             timeout = 0.0
         elif self._timers:
-            # Round up to the millisecond epoll counts in, so we never wake
-            # before the timer is due and spin on a zero timeout.
-            timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            timeout = -(-timeout // 0.001) * 0.001
+            timeout = self._timers[0][0] - self._now()
+            if timeout <= 0.0:
+                timeout = 0.0
+            elif timeout > _MAX_TIMEOUT:
+                timeout = _MAX_TIMEOUT
         else:
             timeout = -1.0
+        if max_timeout >= 0.0 and (timeout < 0.0 or timeout > max_timeout):
+            timeout = max_timeout
         epoll = self._epoll
         assert epoll is not None
-        events = epoll.poll(timeout, _MAX_EVENTS)
+        clock = self._clock
+        if timeout <= 0.0:
+            events = epoll.poll(timeout, _MAX_EVENTS)
+        elif clock is None:
+            # Round up to the millisecond epoll counts in, so we never wake
+            # before the timer is due and spin on a zero timeout.
+            events = epoll.poll(-(-timeout // 0.001) * 0.001, _MAX_EVENTS)
+        else:
+            events = epoll.poll(clock.real_timeout(timeout), _MAX_EVENTS)
+            if not events and self._timers:
+                clock.idle(timeout)
 
         # Stage 2: fd callbacks.
         if events:
@@ -568,7 +653,7 @@ class Loop:
         # Stage 3: due timers to the ready queue.
         timers = self._timers
         if timers:
-            now = time.monotonic()
+            now = self._now()
             ready = self._ready
             while timers and timers[0][0] <= now:
                 th = heapq.heappop(timers)[2]
@@ -608,6 +693,7 @@ class Loop:
 
     def _serve_sources(self, sources: deque[ReadySource]) -> None:
         left = self.budget
+        # The time budget is real time, whatever clock the timers use.
         deadline = time.monotonic() + self.time_budget
         popleft = sources.popleft
         append = sources.append
@@ -687,12 +773,17 @@ class Loop:
 
     def close(self) -> None:
         """Abort everything the loop adopted (Conns, servers, workers), run
-        the callbacks that produced, drop every timer, release the epoll fd
-        and the fds the loop created itself. Idempotent."""
+        the callbacks that produced and every callback already accepted
+        (including those posted from other threads before close() began),
+        drop every timer, release the epoll fd and the fds the loop created
+        itself. From the moment it begins, call_soon_threadsafe() raises
+        LoopClosedError. Idempotent."""
         if self._closed:
             return
         if self._running:
             raise LoopRunningError("cannot close a running loop; stop() it first")
+        with self._post_lock:
+            self._posts_open = False
         while self._adopted:
             # Oldest first: an owner (a Pool) goes before what it adopted
             # later (its Workers), so it can end them on its own terms.
@@ -701,14 +792,22 @@ class Loop:
                 obj.abort()
             except Exception as exc:
                 self.call_exception_handler(exc, obj.abort)
-        # Let close callbacks queued by those aborts run once.
-        for _ in range(len(self._ready)):
-            h = self._ready.popleft()
+        # Run what is queued: close callbacks queued by those aborts, and
+        # callbacks accepted before posting closed. What they schedule in
+        # turn runs too, up to a bound that stops a callback re-queuing
+        # itself from hanging close().
+        ready = self._ready
+        for _ in range(_CLOSE_DRAIN_MAX):
+            if not ready:
+                break
+            h = ready.popleft()
             if not h._cancelled:
                 try:
                     h._fn(*h._args)
                 except Exception as exc:
                     self.call_exception_handler(exc, h._fn)
+        else:
+            log.warning("evloop: close() dropped %d callbacks that kept re-queuing", len(ready))
         if self._sig_socks is not None or self._sig_prev:
             self._teardown_signals()
         self._closed = True
@@ -723,8 +822,9 @@ class Loop:
         if self._epoll is not None:
             self._epoll.close()
             self._epoll = None
-        fd, self._wakeup_fd = self._wakeup_fd, -1
-        os.close(fd)
+        with self._post_lock:
+            fd, self._wakeup_fd = self._wakeup_fd, -1
+            os.close(fd)
 
     def __enter__(self) -> Loop:
         return self

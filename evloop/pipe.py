@@ -34,6 +34,7 @@ from typing import Any
 from . import codec
 from .conn import LARGE_WRITE, Buffer, Conn
 from .errors import ProtocolError, TruncatedFrameError
+from .loop import Handle
 
 __all__ = ["Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN", "LARGE_PAYLOAD"]
 
@@ -142,11 +143,17 @@ class Pipe:
 
     # -- writing --------------------------------------------------------------
 
-    def write_frame(self, chan: int, data: Buffer) -> None:
-        """Queue one frame; never blocks. ValueError for a channel outside
-        0..65535, an empty payload or one over max_len, before anything is
-        written. Conn errors (ConnClosedError, BufferFullError) pass through."""
+    def write_frame(self, chan: int, data: Buffer, *more: Buffer) -> None:
+        """Queue one frame; never blocks. The payload is `data` followed by
+        any further parts in `more`, joined on the wire under one header with
+        no concatenation here (a prefix such as a request id costs no copy of
+        the payload). ValueError for a channel outside 0..65535, an empty
+        payload or one over max_len, TypeError for a part that is not
+        bytes-like, both before anything is written. Conn errors
+        (ConnClosedError, BufferFullError) pass through."""
         conn = self.conn
+        if more:
+            return self._write_parts(chan, (data, *more))
         tail = conn._wtail
         if tail is not None and type(data) is bytes:
             # Fast path (see Conn.write): header and payload appended to the
@@ -175,6 +182,36 @@ class Pipe:
         conn.writev((_pack_header(chan, n), data))
         self.frames_out += 1
         self.payload_out += n
+
+    def _write_parts(self, chan: int, parts: tuple[Buffer, ...]) -> None:
+        bufs = [_bytes_like(p) for p in parts]
+        n = sum(b.nbytes if type(b) is memoryview else len(b) for b in bufs)
+        if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
+            raise self._bad_frame(chan, n)
+        self.conn.writev((_pack_header(chan, n), *bufs))
+        self.frames_out += 1
+        self.payload_out += n
+
+    @property
+    def writable(self) -> bool:
+        """False while the Conn's write buffer is past its high watermark."""
+        return self.conn.writable
+
+    def when_writable(self, fn: Callable[[], Any]) -> Handle:
+        """Conn.when_writable: fn() once, when writes are welcome again (or
+        the Pipe closed)."""
+        return self.conn.when_writable(fn)
+
+    def flush(self) -> None:
+        """Conn.flush: queued frames go to the kernel now."""
+        self.conn.flush()
+
+    def pause_reading(self) -> None:
+        """Stop taking input (frames stay in the kernel) until resume."""
+        self.conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.conn.resume_reading()
 
     def write_frames(self, frames: Iterable[tuple[int, Buffer]]) -> None:
         """Queue many frames in one call. Every frame is validated before any
@@ -210,7 +247,15 @@ class Pipe:
 
     def read_frame(self) -> tuple[int, bytes | bytearray] | None:
         """Pull mode: the next complete frame, or None if none is buffered.
-        A protocol error is raised here (and the Conn aborted)."""
+        A protocol error is raised here (and the Conn aborted). RuntimeError
+        while on_frame is set: a Pipe in push mode hands every frame to
+        on_frame, and a pull from inside it would take frames out from
+        under the delivery in progress."""
+        if self._on_frame is not None:
+            raise RuntimeError(
+                "read_frame() on a Pipe with on_frame set: push mode delivers every frame"
+                " to on_frame; set on_frame = None for pull mode"
+            )
         if self._idx == len(self._lens) and self._large is None:
             self._scan()
         large = self._large is not None

@@ -331,3 +331,162 @@ def test_non_callables_are_refused_up_front(loop):
     finally:
         os.close(r)
         os.close(w)
+
+
+# -- regression tests: issue 9 defects 3, 4 and 9 -------------------------------
+
+
+@pytest.mark.parametrize("days", [25, 30, 365 * 100])
+def test_a_timer_weeks_away_does_not_kill_the_loop(loop, days):
+    # Defect 3: a timer more than ~24.8 days away overflowed epoll_wait's
+    # millisecond int once it was the next timer. The far timer is the only
+    # one, so it sets the first poll's timeout; the input already waiting on
+    # the socket makes that poll return at once.
+    a, b = socket.socketpair()
+    a.send(b"x")
+    got = []
+    loop.register(b.fileno(), evloop.EVENT_READ, lambda mask: got.append(b.recv(1)))
+    far = loop.call_later(days * 86400, lambda: None)
+    try:
+        assert loop.run_until(lambda: got)
+    finally:
+        far.cancel()
+        loop.unregister(b.fileno())
+        a.close()
+        b.close()
+
+
+def test_run_until_with_a_timeout_of_a_month(loop):
+    a, b = socket.socketpair()
+    a.send(b"x")
+    got = []
+    loop.register(b.fileno(), evloop.EVENT_READ, lambda mask: got.append(b.recv(1)))
+    try:
+        assert loop.run_until(lambda: got, timeout=30 * 86400)
+    finally:
+        loop.unregister(b.fileno())
+        a.close()
+        b.close()
+    assert loop.statistics().timers == 0  # the deadline timer is gone
+
+
+def test_a_far_timer_fires_on_a_virtual_clock():
+    from evloop.testing import VirtualClock
+
+    clock = VirtualClock()
+    with evloop.Loop(clock=clock) as lp:
+        fired = []
+        lp.call_later(40 * 86400, lambda: fired.append(lp.time()))
+        assert lp.run_until(lambda: fired, timeout=50 * 86400)
+        assert fired[0] >= 40 * 86400
+
+
+def test_refused_reentrant_run_until_leaves_no_timer(loop):
+    # Defect 9: the deadline timer was scheduled before the re-entry check.
+    errors = []
+
+    def inner():
+        try:
+            loop.run_until(lambda: False, timeout=100)
+        except evloop.LoopRunningError as exc:
+            errors.append(exc)
+
+    loop.call_soon(inner)
+    loop.run_until(lambda: errors, timeout=5)
+    assert len(errors) == 1
+    assert loop.statistics().timers == 0
+
+
+def test_threadsafe_post_after_close_raises(loop):
+    loop.close()
+    with pytest.raises(evloop.LoopClosedError):
+        loop.call_soon_threadsafe(print, "late")
+
+
+def test_a_post_racing_close_never_writes_into_a_reused_fd(monkeypatch):
+    # Defect 4: a post that passed the closed check, then lost the CPU while
+    # close() released the eventfd and a socket took its number, wrote its
+    # 8-byte wake-up into that socket. The interleaving is forced: the
+    # poster's eventfd write waits until close() has finished (or, when
+    # close() rightly waits for the poster, gives up after a deadline).
+    lp = evloop.Loop()
+    wake_fd = lp._wakeup_fd
+    closed = threading.Event()
+    entered = threading.Event()
+    real_write = os.eventfd_write
+    errors = []
+
+    def slow_write(fd, value):
+        entered.set()
+        closed.wait(1.0)
+        return real_write(fd, value)
+
+    monkeypatch.setattr(os, "eventfd_write", slow_write)
+
+    def poster():
+        try:
+            lp.call_soon_threadsafe(print, "raced")
+        except evloop.LoopClosedError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - the test is that none escape
+            errors.append(exc)
+
+    t = threading.Thread(target=poster)
+    t.start()
+    assert entered.wait(10)  # the poster is about to write its wake-up
+    lp.close()
+    a, b = socket.socketpair()
+    extra = None
+    try:
+        # A socket end takes the eventfd's old number, as in a busy process.
+        if b.fileno() == wake_fd:
+            a, b = b, a
+        elif a.fileno() != wake_fd:
+            extra = os.dup2(a.fileno(), wake_fd)
+        closed.set()
+        t.join(10)
+        assert not errors
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(64)  # nothing was written into the socket
+    finally:
+        if extra is not None:
+            os.close(extra)
+        a.close()
+        b.close()
+
+
+def test_threads_racing_close_lose_no_accepted_callback():
+    # Every post either raises LoopClosedError or its callback runs (by the
+    # loop, or by close()); nothing else escapes into the posting threads.
+    for _round in range(20):
+        lp = evloop.Loop()
+        ran = []
+        accepted = []
+        refused = []
+        other = []
+        start = threading.Barrier(5)
+
+        def poster(tag):
+            start.wait()
+            for i in range(2000):
+                try:
+                    lp.call_soon_threadsafe(ran.append, (tag, i))
+                except evloop.LoopClosedError:
+                    refused.append((tag, i))
+                    return
+                except BaseException as exc:  # noqa: BLE001 - the test is that none happen
+                    other.append(exc)
+                    return
+                accepted.append((tag, i))
+
+        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        start.wait()
+        lp.run_until(lambda: len(ran) > 100, timeout=5)
+        lp.close()
+        for t in threads:
+            t.join(10)
+        assert not other
+        assert sorted(ran) == sorted(accepted)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .conn import Conn, ConnStatistics
 from .errors import (
     BufferFullError,
+    CancelledError,
     ConnClosedError,
     ConnectError,
     EvloopError,
@@ -24,6 +25,7 @@ from .errors import (
     WorkerCrashed,
     WorkerError,
 )
+from .future import Future
 from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
 from .pipe import DEFAULT_MAX_LEN, HEADER_SIZE, Pipe, PipeStatistics
 from .pool import Pool, PoolStatistics, Reply, Request, serve
@@ -40,5 +42,5 @@ __all__ = [
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
     "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
-    "InvalidStateError",
+    "InvalidStateError", "CancelledError", "Future",
 ]  # fmt: skip

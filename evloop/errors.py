@@ -124,9 +124,18 @@ class RequestCancelled(WorkerError):
     it. A reply that arrives later is dropped."""
 
 
-class InvalidStateError(WorkerError, RuntimeError):
-    """Raised by `Request.result()` and `Request.exception()` while the
-    request is still pending; wait for `done()` (or a done callback) first."""
+class InvalidStateError(EvloopError, RuntimeError):
+    """Raised by `Future.result()`/`exception()` (a Request is a Future)
+    while it is still pending (wait for `done()`, a done callback, or await
+    it), and by `set_result()`/`set_exception()` on one already done."""
+
+
+class CancelledError(BaseException):
+    """The one evloop exception outside the EvloopError root, on purpose: it
+    is what a cancelled Future's `result()` raises and what is thrown into a
+    cancelled coroutine, and like asyncio's and trio's it derives from
+    BaseException so that an `except Exception:` in user code cannot swallow
+    a cancellation by accident."""
 
 
 class PoolClosedError(WorkerError, RuntimeError):

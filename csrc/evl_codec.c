@@ -102,6 +102,68 @@ long evl_scan_frames(const uint8_t *buf, size_t len, size_t start, size_t end,
     return (long)count;
 }
 
+long evl_scan_batch(const uint8_t *buf, size_t len, size_t start, size_t end,
+                    uint32_t max_len, uint32_t large, uint16_t *chans,
+                    uint32_t *starts, uint32_t *ends, size_t max_frames,
+                    size_t *pos_out, int64_t *need_out, int *stop_out)
+{
+    size_t pos = start;
+    size_t count = 0;
+    int64_t need = 0;
+    int stop = EVL_STOP_LIMIT;
+
+    if ((buf == NULL && len != 0) || start > end || end > len || max_len == 0)
+        return -1;
+    if (pos_out == NULL || need_out == NULL || stop_out == NULL)
+        return -1;
+    if (max_frames != 0 && (chans == NULL || starts == NULL || ends == NULL))
+        return -1;
+    if (max_frames > (size_t)LONG_MAX)
+        return -1;
+
+    while (count < max_frames) {
+        size_t avail = end - pos;
+        uint32_t flen;
+
+        if (avail < EVL__HEADER_SIZE) {
+            stop = EVL_STOP_END;
+            need = avail == 0 ? 0 : (int64_t)EVL__HEADER_SIZE;
+            break;
+        }
+        flen = evl__get_u32(buf + pos + 2);
+        if (flen == 0 || flen > max_len) {
+            stop = EVL_STOP_BAD;
+            need = -1;
+            break;
+        }
+        if (flen >= large) {
+            stop = EVL_STOP_LARGE;
+            need = (int64_t)EVL__HEADER_SIZE + (int64_t)flen;
+            break;
+        }
+        if ((uint64_t)flen > (uint64_t)(avail - EVL__HEADER_SIZE)) {
+            stop = EVL_STOP_END;
+            need = (int64_t)EVL__HEADER_SIZE + (int64_t)flen;
+            break;
+        }
+        /* The frame ends at pos + 6 + flen; relative to start that must fit
+         * the 32-bit offsets.  pos - start is at most UINT32_MAX here, since
+         * every stored frame was checked the same way. */
+        if ((uint64_t)(pos - start) + EVL__HEADER_SIZE + flen > (uint64_t)UINT32_MAX)
+            break;
+        chans[count] = evl__get_u16(buf + pos);
+        starts[count] = (uint32_t)(pos - start) + EVL__HEADER_SIZE;
+        pos += EVL__HEADER_SIZE + (size_t)flen;
+        ends[count] = (uint32_t)(pos - start);
+        count++;
+    }
+
+    *pos_out = pos;
+    *need_out = need;
+    *stop_out = stop;
+    return (long)count;
+}
+
 long evl_find_delim(const uint8_t *buf, size_t len, size_t start, size_t end,
                     const uint8_t *delim, size_t dlen)
 {

@@ -11,7 +11,8 @@
  * already means "not found").
  */
 
-/* Scans buf[start:end] for up to max_frames complete frames.  For frame i it
+/* Scans buf[start:end] for up to max_frames complete frames.  Each of chans,
+ * lens and offs must hold max_frames entries.  For frame i it
  * stores the channel in chans[i], the payload length in lens[i] and the
  * absolute offset of the first payload byte in offs[i].  *pos_out receives the
  * offset just past the last frame stored (start if none).  *need_out receives
@@ -24,6 +25,37 @@ long evl_scan_frames(const uint8_t *buf, size_t len, size_t start, size_t end,
                      uint32_t max_len, uint16_t *chans, uint32_t *lens,
                      size_t *offs, size_t max_frames, size_t *pos_out,
                      int64_t *need_out);
+
+/* Why evl_scan_batch() stopped where it did. */
+enum evl_stop {
+    EVL_STOP_END = 0,   /* no complete frame at *pos_out (see *need_out) */
+    EVL_STOP_LIMIT = 1, /* max_frames frames were stored */
+    EVL_STOP_LARGE = 2, /* the frame at *pos_out is a large one */
+    EVL_STOP_BAD = 3    /* the header at *pos_out has a bad length */
+};
+
+/* The scan behind a Pipe's batch read.  Scans buf[start:end] for up to
+ * max_frames complete frames whose payload is shorter than `large` bytes, so
+ * that the reader can copy all of them out in one piece.  For frame i it
+ * stores the channel in chans[i] and the offsets of its first and one past
+ * its last payload byte, relative to start, in starts[i] and ends[i]; each of
+ * chans, starts and ends must hold max_frames entries.  *pos_out receives the
+ * absolute offset just past the last frame stored (start if none), *stop_out
+ * why the scan stopped there, and *need_out:
+ *   EVL_STOP_END    0 if no bytes are left, else the size in all of the
+ *                   incomplete frame at *pos_out (6 while its header is cut);
+ *   EVL_STOP_LIMIT  0: max_frames were stored, or the next frame would end
+ *                   more than UINT32_MAX bytes after start, which the 32-bit
+ *                   relative offsets cannot express;
+ *   EVL_STOP_LARGE  the size in all of the frame at *pos_out, whose payload
+ *                   is `large` bytes or more, whether complete or not;
+ *   EVL_STOP_BAD    -1: its length is 0 or above max_len.
+ * Returns the number of frames stored, or -1 for bad arguments (then
+ * nothing is written). */
+long evl_scan_batch(const uint8_t *buf, size_t len, size_t start, size_t end,
+                    uint32_t max_len, uint32_t large, uint16_t *chans,
+                    uint32_t *starts, uint32_t *ends, size_t max_frames,
+                    size_t *pos_out, int64_t *need_out, int *stop_out);
 
 /* Returns the absolute offset of the first occurrence of delim[0:dlen] that
  * lies entirely inside buf[start:end], -1 if there is none, or -2 for bad

@@ -10,6 +10,8 @@ from .errors import (
     ConnClosedError,
     ConnectError,
     EvloopError,
+    FdPassingError,
+    IdleTimeoutError,
     InvalidStateError,
     LoopClosedError,
     LoopRunningError,
@@ -40,7 +42,7 @@ __all__ = [
     "spawn", "Worker", "Pool", "Request", "PoolStatistics", "serve", "Reply",
     "Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
-    "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
+    "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
     "InvalidStateError", "CancelledError", "Future",
 ]  # fmt: skip

@@ -18,11 +18,19 @@ from collections.abc import Iterable
 # What the functions accept as a buffer (anything C-contiguous, really).
 BytesLike = bytes | bytearray | memoryview
 ScanResult = tuple[list[int], list[int], list[int], int, int]
+# scan_batch: (chans, starts, ends, pos, need, stop)
+BatchResult = tuple[list[int], list[int], list[int], int, int, int]
 
 HEADER_SIZE = 6
 DEFAULT_MAX_LEN = 64 << 20
 MAX_CHANNEL = 0xFFFF
 MAX_LENGTH = 0xFFFFFFFF
+
+# Why scan_batch() stopped (the values of C's enum evl_stop).
+STOP_END = 0
+STOP_LIMIT = 1
+STOP_LARGE = 2
+STOP_BAD = 3
 
 _HEADER = struct.Struct(">HI")
 _pack = _HEADER.pack
@@ -80,6 +88,72 @@ def scan_frames(buf: BytesLike, start: int, end: int, max_frames: int, max_len: 
         pos += HEADER_SIZE + length
         count += 1
     return chans, offs, lens, pos, need
+
+
+def scan_batch(
+    buf: BytesLike, start: int, end: int, max_len: int, large: int, max_frames: int
+) -> BatchResult:
+    """Find up to `max_frames` complete frames in `buf[start:end]` whose
+    payload is shorter than `large` bytes: the scan behind a Pipe's batch
+    read, which copies them all out in one piece.
+
+    Returns `(chans, starts, ends, pos, need, stop)`: per frame its channel
+    and the offsets of the first and one past the last payload byte,
+    relative to `start`; `pos`, the absolute offset just past the last frame;
+    `stop`, why the scan stopped there, and `need`:
+
+    * STOP_END: 0 if nothing is left, else the size in all of the incomplete
+      frame at pos (6 while its header is cut);
+    * STOP_LIMIT: 0; max_frames were found, or the next frame would end more
+      than 2**32-1 bytes after start (the C twin's offsets are 32-bit);
+    * STOP_LARGE: the size in all of the frame at pos, whose payload is
+      `large` bytes or more, complete or not;
+    * STOP_BAD: -1; the header at pos has a length of 0 or above max_len.
+    """
+    buf = _as_bytes(buf)
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {len(buf)}")
+    if max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+    if not 1 <= max_len <= MAX_LENGTH:
+        raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+    if not 0 <= large <= MAX_LENGTH:
+        raise ValueError(f"large must be in 0..{MAX_LENGTH}, got {large}")
+    chans: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    pos = start
+    need = 0
+    stop = STOP_LIMIT
+    count = 0
+    while count < max_frames:
+        avail = end - pos
+        if avail < HEADER_SIZE:
+            stop = STOP_END
+            need = HEADER_SIZE if avail else 0
+            break
+        chan, length = _unpack_from(buf, pos)
+        if length == 0 or length > max_len:
+            stop = STOP_BAD
+            need = -1
+            break
+        if length >= large:
+            stop = STOP_LARGE
+            need = HEADER_SIZE + length
+            break
+        if length > avail - HEADER_SIZE:
+            stop = STOP_END
+            need = HEADER_SIZE + length
+            break
+        rel = pos - start
+        if rel + HEADER_SIZE + length > MAX_LENGTH:
+            break
+        chans.append(chan)
+        starts.append(rel + HEADER_SIZE)
+        ends.append(rel + HEADER_SIZE + length)
+        pos += HEADER_SIZE + length
+        count += 1
+    return chans, starts, ends, pos, need, stop
 
 
 def find_delim(buf: BytesLike, start: int, end: int, delim: BytesLike) -> int:

@@ -37,6 +37,11 @@ from ._pycodec import (
     HEADER_SIZE,
     MAX_CHANNEL,
     MAX_LENGTH,
+    STOP_BAD,
+    STOP_END,
+    STOP_LARGE,
+    STOP_LIMIT,
+    BatchResult,
     BytesLike,
     ScanResult,
 )
@@ -51,7 +56,12 @@ __all__ = [
     "encode_header",
     "find_delim",
     "py_impl",
+    "scan_batch",
     "scan_frames",
+    "STOP_BAD",
+    "STOP_END",
+    "STOP_LARGE",
+    "STOP_LIMIT",
 ]
 
 # The smallest frame is a header plus one payload byte.
@@ -165,6 +175,78 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
             return [], [], [], pos_p[0], need_p[0]
         return unpack(chans, count), unpack(offs, count), unpack(lens, count), pos_p[0], need_p[0]
 
+    c_batch = lib.evl_scan_batch
+
+    def _batch_arrays(nframes: int) -> tuple[Any, ...]:
+        old = getattr(tls, "batch", None)
+        cap = max(64, nframes, 2 * old[0] if old is not None else 0)
+        arrays = (
+            cap,
+            new("uint16_t[]", cap),
+            new("uint32_t[]", cap),
+            new("uint32_t[]", cap),
+            new("size_t *"),
+            new("int64_t *"),
+            new("int *"),
+        )
+        tls.batch = arrays
+        return arrays
+
+    def scan_batch(
+        buf: BytesLike, start: int, end: int, max_len: int, large: int, max_frames: int
+    ) -> BatchResult:
+        t = type(buf)
+        if t is not bytes and t is not bytearray:
+            buf = memoryview(buf).cast("B")
+        n = len(buf)
+        if not 0 <= start <= end <= n:
+            raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {n}")
+        if max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+        if not 1 <= max_len <= MAX_LENGTH:
+            raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+        if not 0 <= large <= MAX_LENGTH:
+            raise ValueError(f"large must be in 0..{MAX_LENGTH}, got {large}")
+        # The first header is read here, as C would (see scan_frames): most
+        # reads on a request/response path hold one frame or none.
+        avail = end - start
+        if max_frames == 0:
+            return [], [], [], start, 0, STOP_LIMIT
+        if avail < HEADER_SIZE:
+            return [], [], [], start, HEADER_SIZE if avail else 0, STOP_END
+        length = unpack_u32(buf, start + 2)[0]
+        if length == 0 or length > max_len:
+            return [], [], [], start, -1, STOP_BAD
+        if length >= large:
+            return [], [], [], start, HEADER_SIZE + length, STOP_LARGE
+        rest = avail - HEADER_SIZE
+        if length > rest:
+            return [], [], [], start, HEADER_SIZE + length, STOP_END
+        if length == rest and max_frames > 1 and avail <= MAX_LENGTH:
+            return [unpack_u16(buf, start)[0]], [HEADER_SIZE], [avail], end, 0, STOP_END
+        limit = avail // _MIN_FRAME + 1  # cannot be reached: the stop reason is unchanged
+        if max_frames > limit:
+            max_frames = limit
+        try:
+            cap, chans, starts, ends, pos_p, need_p, stop_p = tls.batch
+        except AttributeError:
+            cap, chans, starts, ends, pos_p, need_p, stop_p = _batch_arrays(max_frames)
+        if max_frames > cap:
+            cap, chans, starts, ends, pos_p, need_p, stop_p = _batch_arrays(max_frames)
+        count = c_batch(
+            buf if t is bytes else from_buffer(buf),
+            n, start, end, max_len, large,
+            chans, starts, ends, max_frames, pos_p, need_p, stop_p,
+        )  # fmt: skip
+        if count <= 0:
+            if count < 0:
+                raise ValueError("evl_scan_batch() rejected its arguments")
+            return [], [], [], pos_p[0], need_p[0], stop_p[0]
+        return (
+            unpack(chans, count), unpack(starts, count), unpack(ends, count),
+            pos_p[0], need_p[0], stop_p[0],
+        )  # fmt: skip
+
     def find_delim(buf: BytesLike, start: int, end: int, delim: BytesLike) -> int:
         t = type(buf)
         if t is not bytes and t is not bytearray:
@@ -216,6 +298,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
         HEADER_SIZE=HEADER_SIZE,
         DEFAULT_MAX_LEN=DEFAULT_MAX_LEN,
         scan_frames=scan_frames,
+        scan_batch=scan_batch,
         find_delim=find_delim,
         # struct is used on purpose: struct.pack takes ~0.04 us, while a cffi
         # call to evl_encode_header() plus a destination array and a bytes
@@ -252,6 +335,7 @@ _impl: Any = py_impl if c_impl is None or _flag("EVLOOP_PURE_PYTHON") else c_imp
 IMPLEMENTATION = "python" if _impl is py_impl else "c"
 
 scan_frames: Callable[[BytesLike, int, int, int, int], ScanResult] = _impl.scan_frames
+scan_batch: Callable[[BytesLike, int, int, int, int, int], BatchResult] = _impl.scan_batch
 find_delim: Callable[[BytesLike, int, int, BytesLike], int] = _impl.find_delim
 encode_header: Callable[[int, int], bytes] = _impl.encode_header
 encode_frames: Callable[[int, Iterable[BytesLike]], bytes] = _impl.encode_frames

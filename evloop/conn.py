@@ -3,27 +3,61 @@
 # Conn: one non-blocking stream fd (a socket, a socketpair end, or a pipe fd)
 # with a read buffer and a write buffer, driven by the Loop.
 #
-# Read side. Bytes are received with recv_into into one reusable bytearray;
-# `read()` shows the unconsumed bytes as a memoryview (no copy) and
-# `consume(n)` drops them. The buffer is never resized in place (a view may be
-# alive); it is compacted by memmove or replaced by a larger one. While more
-# than `read_limit` bytes are unconsumed the Conn drops EPOLLIN, so a fast
-# producer cannot grow a slow consumer's memory. `read_into(view, cb)` lets a
-# consumer (the Pipe, for large frames) have the kernel copy straight into a
-# buffer of its own.
+# Read side. Bytes are received with recv_into into a bytearray; `read()`
+# shows the unconsumed bytes as a memoryview (no copy) and `consume(n)` drops
+# them. An idle Conn holds no read buffer at all: the first read borrows a
+# small one from a process-wide pool and gives it back once everything was
+# consumed; a read that fills its buffer makes the next one larger, up to
+# `read_size`, and a large buffer is dropped again once a drained read shows
+# the flow has slowed (reads a quarter of it or less). A buffer is never
+# resized in place (a view may be alive); it is compacted by memmove or
+# replaced. While `read_limit` bytes or more are unconsumed the Conn stops
+# reading, so a fast producer cannot grow a slow consumer's memory; a
+# consumer that wants to hold input back calls pause_reading(). One that
+# lets the buffer reach read_limit without consuming anything is stalled
+# (a parser waiting for a message larger than the limit): on_read_limit(conn)
+# is called if set, else the Conn fails with ReadLimitError. `read_into(view,
+# cb)` lets a consumer (the Pipe, for large frames) have the kernel copy
+# straight into a buffer of its own.
 #
 # Write side. `write()` never blocks and never makes a syscall: small writes
-# are appended to a bytearray, large ones (>= 64 KiB) are queued by
-# reference, and the first write of a turn asks the Loop to flush this Conn
-# before it next polls, so everything written during a turn leaves in one
-# send()/sendmsg() gather. EPOLLOUT is held only while bytes are still waiting
-# for the kernel. Watermarks tell a producer to pause; a hard cap refuses a
-# write outright rather than grow without bound.
+# are appended to an open bytearray (the tail), immutable large ones
+# (>= 64 KiB) are queued by reference and mutable large ones copied once; the
+# first write of a turn asks the Loop to flush this Conn before it next
+# polls, so everything written during a turn leaves in one send()/sendmsg()
+# gather (flush() sends at once). EPOLLOUT is held only while bytes are still
+# waiting for the kernel. Watermarks tell a producer to pause; a hard cap
+# refuses a write outright rather than grow without bound.
+#
+# The write queue is a WriteBuffer object that a framing layer may append to
+# directly (the Pipe's write_frame fast path does, so a frame costs no call
+# here): the contract is in WriteBuffer's docstring, and it is the only part
+# of a Conn's insides anything else touches.
+#
+# Faults. A failed send (EPIPE, ECONNRESET) does not end the Conn: the peer
+# is gone, so the write queue is dropped and later writes are discarded
+# (counted in statistics().writes_dropped), but input the peer sent before it
+# went keeps being delivered, to the end, before on_close reports the error.
+# The same holds for a reset seen on the read side.
+#
+# State, as three small machines (libuv's handle flags are the model):
+#   reading   wanted (_reading) | paused | at EOF (_eof) | direct (_read_target)
+#   writing   open | paused (_write_paused) | failed (_write_failed) |
+#             shut requested (_shut_wr_requested) -> shut (_write_shut)
+#   life      open -> closing (_closing: flush, then close) -> closed (_closed)
+# EPOLLIN is wanted iff open, not at EOF, and (direct read pending, or reading
+# and below read_limit); EPOLLOUT iff bytes are queued and the write side is
+# not shut.
 #
 # Invariants: the fd is set to -1 the moment it is closed; `on_close` fires
-# exactly once, with None for an orderly close or the exception that ended the
-# Conn, always from a fresh loop callback (never re-entrantly from inside
-# write()/close()); no OSError from the socket escapes into the Loop.
+# exactly once, with None for an orderly close or the exception that ended
+# the Conn, always from a fresh loop callback (never re-entrantly from inside
+# write()/close()); no OSError from the socket escapes into the Loop; an
+# exception raised by a user callback goes to the loop's exception handler
+# and leaves the Conn open (on_data, watermark callbacks) or closing
+# (on_eof); an error the Conn stores carries no traceback, so a Conn ended by
+# a socket error is freed as soon as nothing refers to it (no cycle through
+# the traceback's frames).
 from __future__ import annotations
 
 import array
@@ -36,10 +70,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .errors import BufferFullError, ConnClosedError, ReadLimitError
-from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Handle, Loop
+from .errors import (
+    BufferFullError,
+    ConnClosedError,
+    FdPassingError,
+    IdleTimeoutError,
+    ReadLimitError,
+)
+from .loop import EVENT_ERR, EVENT_HUP, EVENT_READ, EVENT_WRITE, Handle, Loop, TimerHandle
 
-__all__ = ["Conn", "ConnStatistics", "Buffer"]
+__all__ = ["Conn", "ConnStatistics", "Buffer", "WriteBuffer", "LARGE_WRITE", "as_buffer"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -51,11 +91,35 @@ _IOV_MAX = 1024
 _MAX_FDS_PER_MSG = 64
 _ANC_BUFSIZE = socket.CMSG_SPACE(_MAX_FDS_PER_MSG * array.array("i").itemsize)
 
+# Read buffers. A first read goes into a small buffer from the pool (shared
+# by every Conn of the process: list.pop/append are atomic, and a buffer is
+# only ever used by the thread that popped it). A read needs at least
+# _MIN_ROOM bytes of free room, else the buffer is compacted or replaced.
+_SMALL_BUF = 16 * 1024
+_POOL_MAX = 256
+_MIN_ROOM = 4096
+_pool: list[tuple[bytearray, memoryview]] = []
+_EMPTY = bytearray()
+# A send failing with one of these means the peer went away; what it sent
+# before may still be unread here. Any other error breaks the stream.
+_PEER_GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ESHUTDOWN))
+_EMPTY_VIEW = memoryview(_EMPTY)
 
-def _byte_buffer(data: Any) -> bytes | bytearray | memoryview:
-    """bytes and bytearray as they are; any other buffer as a flat memoryview
-    of bytes, so len() counts bytes, not items; a TypeError for anything that
-    is not a buffer (str, int, None...)."""
+
+def _small_buffer() -> tuple[bytearray, memoryview]:
+    try:
+        return _pool.pop()
+    except IndexError:
+        buf = bytearray(_SMALL_BUF)
+        return buf, memoryview(buf)
+
+
+def as_buffer(data: Any) -> bytes | bytearray | memoryview:
+    """bytes and bytearray as they are; any other buffer as a flat
+    memoryview of bytes (so len() counts bytes, not items), or as a copy of
+    its bytes when it is not contiguous (a strided view); a TypeError for
+    anything that is not a buffer (str, int, None...). Every write path uses
+    this, so a frame's header can never be queued without its payload."""
     if type(data) is bytes or type(data) is bytearray:
         return data
     try:
@@ -64,7 +128,16 @@ def _byte_buffer(data: Any) -> bytes | bytearray | memoryview:
         raise TypeError(
             f"data must be bytes-like (bytes, bytearray, memoryview), not {type(data).__name__}"
         ) from None
+    if not view.c_contiguous:
+        return view.tobytes()  # its bytes in logical order: one copy, now
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _bare(exc: BaseException) -> BaseException:
+    # A stored error keeps no traceback: its frames would reference the Conn
+    # (self) and make a cycle only a full collection frees.
+    exc.__traceback__ = None
+    return exc
 
 
 class _FdChunk:
@@ -80,15 +153,41 @@ class _FdChunk:
         return len(self.data)
 
 
+class WriteBuffer:
+    """A Conn's outgoing bytes: `chunks` (bytearray, bytes, memoryview or fd
+    chunks, oldest first) holding `size` bytes in all.
+
+    The contract with a framing layer (Pipe.write_frame) that appends to it
+    directly, without a call into the Conn:
+      * while `tail` is not None it is chunks[-1], the Conn accepts writes,
+        and a flush is already scheduled or EPOLLOUT armed, so bytes
+        appended to it cannot be stranded;
+      * such a layer may append n bytes to `tail` and add n to `size` only if
+        the new size is <= `limit` (the high watermark, or the hard cap once
+        the pause was announced) and n < LARGE_WRITE;
+      * everything else goes through Conn.write()/writev(), which also open
+        a new tail when there is none (the first write of every turn).
+    """
+
+    __slots__ = ("chunks", "tail", "size", "limit")
+
+    def __init__(self, limit: int):
+        self.chunks: list[Any] = []
+        self.tail: bytearray | None = None
+        self.size = 0
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class ConnStatistics:
     bytes_in: int
     bytes_out: int
     reads: int  # recv calls that returned data
-    writes: int  # write() calls
+    writes: int  # write()/writev() calls (frames a Pipe appends are the Pipe's)
     sends: int  # send/sendmsg syscalls that moved data
     read_buffered: int
     write_buffered: int
+    writes_dropped: int  # bytes discarded because a send had failed
 
 
 class Conn:
@@ -100,10 +199,40 @@ class Conn:
                              the Conn open (half-close), else it is closed
                              after flushing. Default: close.
       on_close(exc)          the Conn is closed: exc is None for an orderly
-                             close, else the error that ended it. Exactly once.
+                             close, else the error that ended it. Exactly once;
+                             the Conn forgets every callback once closed.
       on_pause_writing()     the write buffer went above high_water
       on_resume_writing()    it drained to low_water or below
+      on_read_limit(conn)    read_limit bytes are buffered and the last
+                             on_data consumed none: reading has stopped until
+                             something is consumed. Default (None): the Conn
+                             fails with ReadLimitError.
+      on_stop_reading()      for a consumer that delivers buffered input in a
+                             loop (the Pipe): called synchronously when
+                             reading stops at someone's request (pause_reading,
+                             close, abort), so it can stop at once;
+      on_resume_reading()    and when resume_reading() restarts it, so it can
+                             go on delivering what it holds.
+
+    `idle_timeout` (seconds, None for none): close with IdleTimeoutError when
+    no byte was received or sent for that long.
     """
+
+    __slots__ = (
+        "loop", "_sock", "_fd", "_recv_into", "_receive_fds",
+        "on_data", "on_close", "on_eof", "on_pause_writing", "on_resume_writing",
+        "on_read_limit", "on_stop_reading", "on_resume_reading",
+        "read_size", "read_limit", "high_water", "low_water", "write_cap",
+        "_rbuf", "_rview", "_rstart", "_rend", "_grow", "_reading", "_eof", "_error",
+        "_read_target", "_read_target_fill", "_read_target_cb",
+        "_scan_delim", "_scanned",
+        "_w", "_flush_scheduled", "_write_paused", "_write_failed", "_shut_wr_requested",
+        "_write_shut", "_writable_waiters", "_fds_in", "_wfd_chunks",
+        "_closing", "_closed", "_close_reason", "_events",
+        "_idle", "_idle_timer", "_last_io",
+        "bytes_in", "bytes_out", "reads", "writes", "sends", "writes_dropped",
+        "__weakref__",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -115,6 +244,7 @@ class Conn:
         on_eof: Callable[[Conn], bool | None] | None = None,
         on_pause_writing: Callable[[], Any] | None = None,
         on_resume_writing: Callable[[], Any] | None = None,
+        on_read_limit: Callable[[Conn], Any] | None = None,
         read_size: int = 256 * 1024,
         read_limit: int = 1024 * 1024,
         high_water: int = 1024 * 1024,
@@ -122,6 +252,7 @@ class Conn:
         write_cap: int = 128 * 1024 * 1024,
         start_reading: bool = True,
         receive_fds: bool = False,
+        idle_timeout: float | None = None,
     ):
         if read_size < 1024:
             raise ValueError(f"read_size must be >= 1024, got {read_size}")
@@ -138,11 +269,14 @@ class Conn:
         fileno = sock.fileno() if isinstance(sock, socket.socket) else sock
         if fileno < 0:
             raise ValueError(f"cannot make a Conn of a closed socket or fd ({fileno})")
+        self._sock: socket.socket | None
         if isinstance(sock, socket.socket):
             sock.setblocking(False)
-            self._sock: socket.socket | None = sock
-            self._fd = sock.fileno()
-            self._recv_into = self._recvmsg_into if receive_fds else sock.recv_into
+            self._sock = sock
+            self._fd = fileno
+            self._recv_into: Callable[[memoryview], int] = (
+                self._recvmsg_into if receive_fds else sock.recv_into
+            )
             self._receive_fds = receive_fds
         else:
             if receive_fds:
@@ -157,46 +291,56 @@ class Conn:
         self.on_eof = on_eof
         self.on_pause_writing = on_pause_writing
         self.on_resume_writing = on_resume_writing
+        self.on_read_limit = on_read_limit
+        self.on_stop_reading: Callable[[], Any] | None = None
+        self.on_resume_reading: Callable[[], Any] | None = None
         self.read_size = read_size
         self.read_limit = read_limit
         self.high_water = high_water
         self.low_water = low_water
         self.write_cap = write_cap
-        # Read buffer: data lives in _rbuf[_rstart:_rend].
-        self._rbuf = bytearray(min(read_size, 64 * 1024))
-        self._rview = memoryview(self._rbuf)
+        # Read buffer: data lives in _rbuf[_rstart:_rend]; None while idle.
+        self._rbuf: bytearray | None = None
+        self._rview: memoryview | None = None
         self._rstart = 0
         self._rend = 0
+        self._grow = False  # the last read filled the buffer: grow it
         self._reading = start_reading  # wanted by the user (pause/resume)
+        self._eof = False
+        self._error: BaseException | None = None  # a reset or failed send, reported at close
         self._read_target: memoryview | None = None
         self._read_target_fill = 0
         self._read_target_cb: Callable[[], Any] | None = None
-        self._grow = False  # the last read filled the buffer: grow it
-        self._eof = False
-        self._reset: OSError | None = None
-        # Write buffer: a deque of bytearray/bytes/memoryview chunks.
-        self._wq: deque[Any] = deque()
-        self._wtail: bytearray | None = None  # see write()
-        self._wsize = 0
-        self._wfd_chunks = 0  # _FdChunk items in _wq
-        self._fds_in: deque[int] = deque()
+        # read_until(): how many unconsumed bytes are known not to hold the
+        # start of _scan_delim, so a trickled line is not rescanned.
+        self._scan_delim: bytes | None = None
+        self._scanned = 0
+        self._w = WriteBuffer(high_water)
         self._flush_scheduled = False
         self._write_paused = False
-        self._writable_waiters: list[Handle] | None = None
+        self._write_failed = False
         self._shut_wr_requested = False
         self._write_shut = False
-        # State.
+        self._writable_waiters: list[Handle] | None = None
+        self._fds_in: deque[int] | None = None
+        self._wfd_chunks = 0  # _FdChunk items in the write queue
         self._closing = False
         self._closed = False
         self._close_reason: BaseException | None = None
         self._events = 0
+        self._idle: float | None = None
+        self._idle_timer: TimerHandle | None = None
+        self._last_io = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
         self.reads = 0
         self.writes = 0
         self.sends = 0
+        self.writes_dropped = 0
         self._update_events()
         loop.adopt(self)
+        if idle_timeout is not None:
+            self.set_idle_timeout(idle_timeout)
 
     # -- introspection --------------------------------------------------------
 
@@ -218,14 +362,29 @@ class Conn:
         return self._eof
 
     @property
+    def reading(self) -> bool:
+        """Whether reading is wanted (not paused, not closing)."""
+        return self._reading and not self._closing
+
+    @property
     def writable(self) -> bool:
         """False while the write buffer is above the high watermark (until it
-        drains to the low watermark)."""
-        return not self._write_paused
+        drains to the low watermark), once a send failed, and once closing."""
+        return not (self._write_paused or self._write_failed or self._closing)
+
+    @property
+    def write_failed(self) -> bool:
+        """A send failed: the peer is gone and writes are discarded."""
+        return self._write_failed
 
     @property
     def write_buffered(self) -> int:
-        return self._wsize
+        return self._w.size
+
+    @property
+    def write_buffer(self) -> WriteBuffer:
+        """The write queue, for a framing layer's fast path (see WriteBuffer)."""
+        return self._w
 
     @property
     def read_buffered(self) -> int:
@@ -238,7 +397,7 @@ class Conn:
     def statistics(self) -> ConnStatistics:
         return ConnStatistics(
             self.bytes_in, self.bytes_out, self.reads, self.writes, self.sends,
-            self._rend - self._rstart, self._wsize,
+            self._rend - self._rstart, self._w.size, self.writes_dropped,
         )  # fmt: skip
 
     # -- read side ------------------------------------------------------------
@@ -246,7 +405,10 @@ class Conn:
     def read(self) -> memoryview:
         """The unconsumed bytes, without copying. The view is valid until the
         next consume(), read_into() or return to the loop."""
-        return self._rview[self._rstart : self._rend]
+        view = self._rview
+        if view is None:
+            return _EMPTY_VIEW
+        return view[self._rstart : self._rend]
 
     def consume(self, n: int) -> None:
         """Drop the first n unconsumed bytes."""
@@ -256,6 +418,8 @@ class Conn:
         self._rstart += n
         if self._rstart == self._rend:
             self._rstart = self._rend = 0
+        if self._scanned:
+            self._scanned = self._scanned - n if self._scanned > n else 0
         if not self._eof and avail >= self.read_limit > avail - n:
             self._update_events()
 
@@ -263,46 +427,61 @@ class Conn:
         """(buffer, start, end): the raw read buffer and the unconsumed range,
         for codecs that scan in place. Valid until the next consume() or
         return to the loop."""
-        return self._rbuf, self._rstart, self._rend
+        buf = self._rbuf
+        if buf is None:
+            return _EMPTY, 0, 0
+        return buf, self._rstart, self._rend
 
     def take(self, skip: int, n: int) -> bytes:
         """Copy out bytes [skip, skip+n) of the unconsumed data as an
-        independent bytes object and consume everything up to skip+n."""
-        # The Pipe's per-frame path: consume() is inlined.
+        independent bytes object and consume everything up to skip+n (a
+        length-prefixed body, a RESP bulk string, a run of frames)."""
         s = self._rstart
-        start = s + skip
-        e = start + n
         end = self._rend
+        e = s + skip + n
         if skip < 0 or n < 0 or e > end:
             raise ValueError(f"cannot take {skip}+{n} bytes, {end - s} buffered")
-        data = self._rview[start:e].tobytes()
-        if e == end:
-            self._rstart = self._rend = 0
-        else:
-            self._rstart = e
-        if end - s >= self.read_limit > end - e and not self._eof:
-            self._update_events()
+        view = self._rview
+        data = view[s + skip : e].tobytes() if view is not None else b""
+        self.consume(e - s)
         return data
 
     def read_until(self, delimiter: bytes = b"\n", limit: int = 64 * 1024) -> bytes | None:
         """Return and consume the bytes up to and including the first
-        `delimiter`, or None if it has not arrived yet. Raises ReadLimitError
-        when `limit` bytes are buffered without a delimiter among them (the
-        bytes stay buffered; the caller decides whether to close)."""
+        `delimiter`, or None if it has not arrived yet. A call remembers how
+        far it looked, so a line trickling in byte by byte is scanned once,
+        not once per byte. Raises ReadLimitError when `limit` bytes are
+        buffered without a delimiter among them (the bytes stay buffered; the
+        caller decides whether to close), ValueError if `limit` exceeds
+        read_limit (the Conn would stop reading before the limit is hit)."""
         if limit > self.read_limit:
-            self.read_limit = limit  # the buffer must be allowed to hold it
-        end = min(self._rend, self._rstart + limit)
-        i = codec.find_delim(self._rbuf, self._rstart, end, delimiter)
+            raise ValueError(
+                f"limit {limit} exceeds this Conn's read_limit {self.read_limit}: raise read_limit"
+            )
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        avail = self._rend - self._rstart
+        if self._scan_delim != delimiter:
+            self._scan_delim = delimiter
+            self._scanned = 0
+        scanned = self._scanned
+        dlen = len(delimiter)
+        window = avail if avail < limit else limit
+        if window - scanned < dlen:
+            i = -1
+        else:
+            assert self._rbuf is not None
+            start = self._rstart
+            i = codec.find_delim(self._rbuf, start + scanned, start + window, delimiter)
         if i < 0:
-            if self._rend - self._rstart >= limit:
-                raise ReadLimitError(
-                    f"no {delimiter!r} within {limit} bytes ({self._rend - self._rstart} buffered)"
-                )
+            # Everything but a delimiter's worth of tail (it may be cut) is
+            # known not to start a delimiter.
+            self._scanned = max(scanned, window - dlen + 1)
+            if avail >= limit:
+                raise ReadLimitError(f"no {delimiter!r} within {limit} bytes ({avail} buffered)")
             return None
-        stop = i + len(delimiter)
-        line = bytes(self._rview[self._rstart : stop])
-        self.consume(stop - self._rstart)
-        return line
+        stop = i + dlen - self._rstart
+        return self.take(0, stop)
 
     def readline(self, limit: int = 64 * 1024) -> bytes | None:
         """read_until(b"\\n", limit)."""
@@ -322,6 +501,7 @@ class Conn:
             target = target.cast("B")
         n = min(len(target), self._rend - self._rstart)
         if n:
+            assert self._rview is not None
             target[:n] = self._rview[self._rstart : self._rstart + n]
             self.consume(n)
         if n == len(target):
@@ -334,22 +514,61 @@ class Conn:
         self._update_events()
 
     def pause_reading(self) -> None:
-        """Stop watching for input until resume_reading()."""
+        """Stop watching for input until resume_reading(): what the peer
+        sends waits in the kernel (and stops the peer when that is full)."""
         if self._reading:
             self._reading = False
             self._update_events()
+            self._stop_consumer()
 
     def resume_reading(self) -> None:
         if not self._reading:
             self._reading = True
             self._update_events()
+            cb = self.on_resume_reading
+            if cb is not None and not self._closing:
+                cb()
             if self._rend > self._rstart and self.on_data is not None and not self._closed:
                 # Data that arrived while paused is shown again.
                 self.loop.call_soon(self._deliver)
 
+    def _stop_consumer(self) -> None:
+        cb = self.on_stop_reading
+        if cb is not None:
+            cb()
+
     def _deliver(self) -> None:
         if self._reading and not self._closed and self._rend > self._rstart and self.on_data:
-            self.on_data(self)
+            self._call_on_data()
+
+    def _call_on_data(self) -> None:
+        cb = self.on_data
+        assert cb is not None
+        before = self._rend - self._rstart
+        try:
+            cb(self)
+        except Exception as exc:
+            self.loop.call_exception_handler(exc, cb)
+        left = self._rend - self._rstart
+        if left >= self.read_limit and left == before and not self._closing:
+            self._stalled(left)
+
+    def _stalled(self, left: int) -> None:
+        # read_limit bytes are buffered and the consumer took none of them:
+        # reading has stopped (see _want_read), and nothing will restart it.
+        cb = self.on_read_limit
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, cb)
+            return
+        self.abort(
+            ReadLimitError(
+                f"{left} bytes buffered (read_limit {self.read_limit}) and the consumer"
+                f" took none of them: raise read_limit, or pause_reading() to hold input back"
+            )
+        )
 
     def _readv_into(self, view: memoryview) -> int:
         return os.readv(self._fd, [view])
@@ -361,17 +580,20 @@ class Conn:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                if self._fds_in is None:
+                    self._fds_in = deque()
                 self._fds_in.extend(fds)
         if flags & socket.MSG_CTRUNC:
             # The kernel closed the fds that did not fit; the stream is fine
             # but the sender's fd hand-off is lost, which we must not hide.
-            raise OSError(0, f"more than {_MAX_FDS_PER_MSG} fds in one message (MSG_CTRUNC)")
+            raise FdPassingError(f"more than {_MAX_FDS_PER_MSG} fds in one message (MSG_CTRUNC)")
         return n
 
     def pop_fd(self) -> int | None:
         """The oldest fd received with SCM_RIGHTS (receive_fds=True), or None.
         The caller owns it; unclaimed fds are closed with the Conn."""
-        return self._fds_in.popleft() if self._fds_in else None
+        fds = self._fds_in
+        return fds.popleft() if fds else None
 
     def _want_read(self) -> bool:
         if self._eof or self._closing:
@@ -384,54 +606,96 @@ class Conn:
         target = self._read_target
         if target is not None:
             return self._read_direct(target)
-        rbuf_len = len(self._rbuf)
-        if self._grow or rbuf_len - self._rend < 4096:
-            self._make_room()
-        view = self._rview[self._rend : self._rend + self.read_size]
-        room = len(view)
+        buf = self._rbuf
+        if buf is None:
+            buf, self._rview = _small_buffer()
+            self._rbuf = buf
+        elif self._grow or len(buf) - self._rend < _MIN_ROOM:
+            buf = self._make_room()
+        elif self._rstart and self._rend > len(buf) >> 1 and self._rend - self._rstart < _MIN_ROOM:
+            # Less than half the room is left and little is unconsumed (a
+            # partial frame, say): move it to the front, so the read gets the
+            # whole buffer rather than a sliver of it.
+            used = self._rend - self._rstart
+            view = self._rview
+            assert view is not None
+            view[0:used] = view[self._rstart : self._rend]
+            self._rstart, self._rend = 0, used
+        rend = self._rend
+        room = len(buf) - rend
+        assert self._rview is not None
         try:
-            n = self._recv_into(view)
+            n = self._recv_into(self._rview[rend:])
         except (BlockingIOError, InterruptedError):
-            return
+            return self._release_idle_buffer(0, room)
+        except FdPassingError as exc:
+            return self._fatal(exc)
         except OSError as exc:
             return self._read_failed(exc)
-        finally:
-            view.release()
         if n == 0:
+            self._release_idle_buffer(0, room)
             return self._on_peer_eof()
-        if n == room and len(self._rbuf) < self.read_size:
+        self._rend = rend + n
+        self.bytes_in += n
+        self.reads += 1
+        if self._idle is not None:
+            self._last_io = self.loop.time()
+        if n == room and len(buf) < self.read_size:
             # The read filled the buffer: the kernel likely holds more. Grow
             # toward read_size before the next read (fewer, larger reads).
             self._grow = True
-        self._rend += n
-        self.bytes_in += n
-        self.reads += 1
         if self._rend - self._rstart >= self.read_limit:
             self._update_events()
         if self.on_data is not None:
-            self.on_data(self)
+            self._call_on_data()
+        if self._rstart == self._rend and not self._closed:
+            self._release_idle_buffer(n, room)
 
-    def _make_room(self) -> None:
+    def _release_idle_buffer(self, n: int, room: int) -> None:
+        # Everything was consumed: hand a small buffer back to the pool unless
+        # this read filled it (more is coming), and drop a large one once the
+        # flow slowed to a quarter of it.
+        buf = self._rbuf
+        if buf is None or self._rend != self._rstart:
+            return
+        size = len(buf)
+        if size == _SMALL_BUF:
+            if n == room:
+                return
+            if len(_pool) < _POOL_MAX:
+                assert self._rview is not None
+                _pool.append((buf, self._rview))
+        elif n > size // 4:
+            return
+        self._rbuf = self._rview = None
+        self._grow = False
+
+    def _make_room(self) -> bytearray:
+        assert self._rbuf is not None and self._rview is not None
         used = self._rend - self._rstart
         size = len(self._rbuf)
+        old_view = self._rview
         if self._grow and size < self.read_size:
-            size = min(size * 2, self.read_size)
-        elif self._rstart and size - used >= 4096:
+            size = min(size * 4, self.read_size)
+        elif self._rstart and size - used >= _MIN_ROOM:
             # Compact: move the partial tail to the front (memmove-safe).
-            self._rview[0:used] = self._rview[self._rstart : self._rend]
+            old_view[0:used] = old_view[self._rstart : self._rend]
             self._rstart, self._rend = 0, used
-            return
+            return self._rbuf
         else:
             # Full of unconsumed data: grow (double).
-            size = max(size * 2, used + 4096)
+            size = max(size * 2, used + _MIN_ROOM)
         self._grow = False
         # A new buffer, never a resize: the consumer may still hold a view
         # of the old one.
         new = bytearray(size)
-        new[:used] = self._rview[self._rstart : self._rend]
+        new[:used] = old_view[self._rstart : self._rend]
+        if len(self._rbuf) == _SMALL_BUF and len(_pool) < _POOL_MAX:
+            _pool.append((self._rbuf, old_view))
         self._rbuf = new
         self._rview = memoryview(new)
         self._rstart, self._rend = 0, used
+        return new
 
     def _read_direct(self, target: memoryview) -> None:
         fill = self._read_target_fill
@@ -442,9 +706,12 @@ class Conn:
         # the next headers too (unless read-side back-pressure says stop).
         ahead = None
         if self._rend - self._rstart < self.read_limit and not self._receive_fds:
-            if self._grow or len(self._rbuf) - self._rend < 4096:
+            if self._rbuf is None:
+                self._rbuf, self._rview = _small_buffer()
+            elif self._grow or len(self._rbuf) - self._rend < _MIN_ROOM:
                 self._make_room()
-            ahead = self._rview[self._rend : self._rend + self.read_size]
+            assert self._rview is not None
+            ahead = self._rview[self._rend :]
         room = len(ahead) if ahead is not None else 0
         try:
             if ahead is not None:
@@ -453,6 +720,8 @@ class Conn:
                 n = self._recv_into(view)
         except (BlockingIOError, InterruptedError):
             return
+        except FdPassingError as exc:
+            return self._fatal(exc)
         except OSError as exc:
             return self._read_failed(exc)
         finally:
@@ -463,11 +732,14 @@ class Conn:
             return self._on_peer_eof()
         self.bytes_in += n
         self.reads += 1
+        if self._idle is not None:
+            self._last_io = self.loop.time()
         if n < want:
             self._read_target_fill = fill + n
             return
         if n > want:
             extra = n - want
+            assert self._rbuf is not None
             if extra == room and len(self._rbuf) < self.read_size:
                 self._grow = True
             self._rend += extra
@@ -484,14 +756,15 @@ class Conn:
             and self.on_data is not None
             and not self._closed
         ):
-            self.on_data(self)  # the read-ahead is news to the consumer
+            self._call_on_data()  # the read-ahead is news to the consumer
 
     def _read_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.ECONNRESET, errno.EPIPE):
             # The peer is gone, but what it sent before may still be buffered
             # here (or in a Pipe): let the consumer have it, as at
             # end-of-file, and report the reset when the Conn closes.
-            self._reset = exc
+            if self._error is None:
+                self._error = _bare(exc)
             return self._on_peer_eof()
         self._fatal(exc)
 
@@ -499,8 +772,14 @@ class Conn:
         self._eof = True
         self._update_events()
         keep = False
-        if self.on_eof is not None:
-            keep = bool(self.on_eof(self))
+        cb = self.on_eof
+        if cb is not None:
+            try:
+                keep = bool(cb(self))
+            except Exception as exc:
+                # The Conn must not be left half-way: a failed on_eof closes.
+                self.loop.call_exception_handler(exc, cb)
+                keep = False
         if not keep and not self._closing:
             self.close()
 
@@ -510,19 +789,17 @@ class Conn:
         """Queue data; it leaves before the loop next sleeps. Never blocks.
         Raises ConnClosedError if the Conn is closed/closing or its write side
         is shut, BufferFullError if the buffer would pass `write_cap`,
-        TypeError if data is not bytes-like."""
-        # Fast path: a small write appended to the open tail while no
-        # watermark callback is due. Invariant: _wtail is set only while it is the last item
-        # of the queue, the Conn accepts writes, and a flush is scheduled or
-        # EPOLLOUT is armed, so nothing appended here can be stranded.
-        tail = self._wtail
+        TypeError if data is not bytes-like. Once a send has failed (the peer
+        is gone) writes are discarded and counted, and on_close will say why."""
+        w = self._w
+        tail = w.tail
         if tail is not None and (type(data) is bytes or type(data) is bytearray):
-            size = self._wsize + len(data)
+            n = len(data)
+            size = w.size + n
             # Below the watermark, or past it with the pause already announced.
-            limit = self.write_cap if self._write_paused else self.high_water
-            if size <= limit and len(data) < LARGE_WRITE:
+            if size <= w.limit and n < LARGE_WRITE:
                 tail += data
-                self._wsize = size
+                w.size = size
                 self.writes += 1
                 return
         self.writev((data,))
@@ -536,16 +813,22 @@ class Conn:
             raise ConnClosedError(
                 "write on a closed or write-shut connection", reason=self._close_reason
             )
-        bufs = [_byte_buffer(d) for d in parts]
-        total = sum(len(b) for b in bufs)
+        bufs = [as_buffer(d) for d in parts]
+        total = 0
+        for b in bufs:
+            total += len(b)
+        if self._write_failed:
+            self.writes_dropped += total
+            return
         if not total:
             return
-        size = self._wsize + total
+        w = self._w
+        size = w.size + total
         if size > self.write_cap:
             raise BufferFullError(
-                f"write of {total} bytes refused: {self._wsize} buffered, cap is {self.write_cap}"
+                f"write of {total} bytes refused: {w.size} buffered, cap is {self.write_cap}"
             )
-        wq = self._wq
+        chunks = w.chunks
         for data in bufs:
             n = len(data)
             if n >= LARGE_WRITE:
@@ -553,29 +836,35 @@ class Conn:
                     # A mutable buffer could change under us before it is
                     # sent; one copy now is the price of safety.
                     data = bytes(data)
-                wq.append(data)
-                self._wtail = None
+                chunks.append(data)
+                w.tail = None
             elif not n:
                 continue
-            elif self._wtail is not None:
-                self._wtail += data
+            elif w.tail is not None:
+                w.tail += data
             else:
-                self._wtail = bytearray(data)
-                wq.append(self._wtail)
+                w.tail = bytearray(data)
+                chunks.append(w.tail)
         self._queued(size)
 
     def _queued(self, size: int) -> None:
         """Bookkeeping after bytes were queued: the new buffered size, a
         flush before the loop sleeps, and the high watermark."""
-        self._wsize = size
+        w = self._w
+        w.size = size
         self.writes += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_before_poll(self._flush)
         if size > self.high_water and not self._write_paused:
             self._write_paused = True
-            if self.on_pause_writing is not None:
-                self.on_pause_writing()
+            w.limit = self.write_cap
+            cb = self.on_pause_writing
+            if cb is not None:
+                try:
+                    cb()
+                except Exception as exc:
+                    self.loop.call_exception_handler(exc, cb)
 
     def write_fds(self, data: bytes, fds: list[int]) -> None:
         """Queue `data` (non-empty) with `fds` attached to its first byte as
@@ -591,7 +880,10 @@ class Conn:
             raise ConnClosedError(
                 "write on a closed or write-shut connection", reason=self._close_reason
             )
-        if self._wsize + len(data) > self.write_cap:
+        if self._write_failed:
+            raise ConnClosedError("fds cannot reach a peer that is gone", reason=self._error)
+        w = self._w
+        if w.size + len(data) > self.write_cap:
             raise BufferFullError(f"write of {len(data)} bytes refused: cap is {self.write_cap}")
         dups: list[int] = []
         try:
@@ -601,38 +893,38 @@ class Conn:
             for fd in dups:
                 os.close(fd)
             raise
-        self._wq.append(_FdChunk(bytes(data), dups))
-        self._wtail = None
+        w.chunks.append(_FdChunk(bytes(data), dups))
+        w.tail = None
         self._wfd_chunks += 1
-        self._queued(self._wsize + len(data))
+        self._queued(w.size + len(data))
 
     def _send_fd_chunk(self) -> int:
         # The head of the queue carries fds: send it (and what follows, up to
         # the next fd chunk) with the ancillary data.
         assert self._sock is not None
-        wq = self._wq
-        head = wq[0]
+        chunks = self._w.chunks
+        head = chunks[0]
         bufs = [head.data]
-        for i in range(1, min(len(wq), _IOV_MAX)):
-            if type(wq[i]) is _FdChunk:
+        for i in range(1, min(len(chunks), _IOV_MAX)):
+            if type(chunks[i]) is _FdChunk:
                 break
-            bufs.append(wq[i])
+            bufs.append(chunks[i])
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", head.fds))]
         n = self._sock.sendmsg(bufs, anc)
         # The fds went with the first byte: they are the peer's now.
         for fd in head.fds:
             os.close(fd)
-        wq[0] = head.data
+        chunks[0] = head.data
         self._wfd_chunks -= 1
         return n
 
     def when_writable(self, fn: Callable[[], Any]) -> Handle:
         """Call fn() once, from a fresh loop callback, as soon as the Conn is
         writable (below the high watermark, or drained to the low one after a
-        pause) or closed: at once if it already is. Any number of callers may
-        wait; the returned handle's cancel() withdraws one. A woken caller
-        checks `writable`/`closing` itself: a close wakes everyone."""
-        if not self._write_paused or self._closing:
+        pause), closing, or its writes failed: at once if it already is. Any
+        number of callers may wait; the returned handle's cancel() withdraws
+        one. A woken caller checks `writable`/`closing` itself."""
+        if not self._write_paused or self._closing or self._write_failed:
             return self.loop.call_soon(fn)
         h = Handle(self.loop, fn, ())
         if self._writable_waiters is None:
@@ -656,7 +948,7 @@ class Conn:
         the turn (a worker that computes for long inside one callback can
         make its progress frames leave). Never blocks: what the kernel does
         not take waits for EPOLLOUT as usual."""
-        if self._wq and not self._closed:
+        if self._w.chunks and not self._closed:
             self._flush()
 
     def writelines(self, chunks: Sequence[Buffer]) -> None:
@@ -668,50 +960,68 @@ class Conn:
         self._flush_scheduled = False
         if self._closed:
             return
-        wq = self._wq
+        w = self._w
+        chunks = w.chunks
         sock = self._sock
-        while wq:
+        sent = 0
+        while chunks:
             try:
                 if self._wfd_chunks:
                     n = self._flush_one_with_fds()
-                elif len(wq) == 1:
-                    buf = wq[0]
+                elif len(chunks) == 1:
+                    buf = chunks[0]
                     n = sock.send(buf) if sock is not None else os.write(self._fd, buf)
                 else:
-                    bufs = list(wq) if len(wq) <= _IOV_MAX else [wq[i] for i in range(_IOV_MAX)]
+                    bufs = chunks if len(chunks) <= _IOV_MAX else chunks[:_IOV_MAX]
                     n = sock.sendmsg(bufs) if sock is not None else os.writev(self._fd, bufs)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self._fatal(exc)
-                return
-            self.bytes_out += n
+                if exc.errno in _PEER_GONE:
+                    return self._send_failed(exc)
+                return self._fatal(exc)
+            sent += n
             self.sends += 1
-            self._wsize -= n
+            w.size -= n
             # Drop what was sent from the front of the queue.
+            i = 0
             while n:
-                head = wq[0]
-                hn = len(head) if type(head) is not memoryview else head.nbytes
+                head = chunks[i]
+                hn = len(head)
                 if n >= hn:
-                    if wq.popleft() is self._wtail:
-                        self._wtail = None
                     n -= hn
+                    i += 1
                 elif type(head) is bytearray:
                     del head[:n]  # O(1): CPython bytearrays shrink from the front cheaply
                     n = 0
                 else:
-                    wq[0] = memoryview(head)[n:]
+                    chunks[i] = memoryview(head)[n:]
                     n = 0
-            if wq and len(wq) <= _IOV_MAX and not self._wfd_chunks:
-                # A short write with nothing beyond the gather: the kernel is full.
+            if i == len(chunks):
+                chunks.clear()
+                w.tail = None
+            elif i:
+                del chunks[:i]
+            if chunks and len(chunks) <= _IOV_MAX and not self._wfd_chunks:
+                # A short write with nothing beyond this gather: the kernel is
+                # full (a queue longer than IOV_MAX needs another gather).
                 break
-        if self._write_paused and self._wsize <= self.low_water:
+        if sent:
+            self.bytes_out += sent
+            if self._idle is not None:
+                self._last_io = self.loop.time()
+        if self._write_paused and w.size <= self.low_water:
             self._write_paused = False
+            w.limit = self.high_water
             # A closing Conn takes no more writes: no point asking for them.
-            if self.on_resume_writing is not None and not self._closing:
-                self.on_resume_writing()
+            cb = self.on_resume_writing
+            if cb is not None and not self._closing:
+                try:
+                    cb()
+                except Exception as exc:
+                    self.loop.call_exception_handler(exc, cb)
             self._wake_writable_waiters()
-        if not self._wq:
+        if not chunks:
             if self._closing:
                 self._finish_close(None)
                 return
@@ -720,17 +1030,69 @@ class Conn:
         self._update_events()
 
     def _flush_one_with_fds(self) -> int:
-        wq = self._wq
-        if type(wq[0]) is _FdChunk:
+        chunks = self._w.chunks
+        if type(chunks[0]) is _FdChunk:
             return self._send_fd_chunk()
         # Plain data before the next fd chunk goes first, without fds.
         bufs: list[Buffer] = []
-        for item in wq:
+        for item in chunks:
             if type(item) is _FdChunk or len(bufs) == _IOV_MAX:
                 break
             bufs.append(item)
         assert self._sock is not None
         return self._sock.sendmsg(bufs)
+
+    def _send_failed(self, exc: OSError) -> None:
+        # The peer is gone (EPIPE, ECONNRESET) or the socket broke. What was
+        # queued can never arrive: drop it. What the peer sent before it went
+        # may still be waiting to be read: keep reading it to the end, and
+        # report the error when the Conn closes.
+        exc = _bare(exc)  # type: ignore[assignment]
+        if self._error is None:
+            self._error = exc
+        self._write_failed = True
+        self._drop_write_queue()
+        self._wake_writable_waiters()
+        if self._closing or self._sock is None:
+            # Closing anyway, or a pipe's write end: there is no input to wait for.
+            self._finish_close(exc)
+            return
+        if self._eof:
+            self.close()  # nothing more to read either
+            return
+        self._update_events()
+        if not self._events & EVENT_READ and self._sock is not None:
+            # Not reading (paused or back-pressured). If nothing is left
+            # unread, there is nothing to wait for: close now.
+            self._close_if_drained()
+
+    def _close_if_drained(self) -> None:
+        assert self._sock is not None
+        if self._rend > self._rstart:
+            return  # buffered input is still the consumer's
+        try:
+            peek = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # nothing yet, but the stream is not over: wait
+        except OSError:
+            peek = b""
+        if not peek:
+            self._eof = True
+            self.close()
+
+    def _drop_write_queue(self) -> None:
+        w = self._w
+        for item in w.chunks:
+            if type(item) is _FdChunk:
+                for dfd in item.fds:
+                    os.close(dfd)
+        self.writes_dropped += w.size
+        w.chunks.clear()
+        w.tail = None
+        w.size = 0
+        w.limit = -1  # nothing may be appended directly any more
+        self._wfd_chunks = 0
+        self._write_paused = False
 
     def _do_shutdown_wr(self) -> None:
         self._write_shut = True
@@ -750,10 +1112,40 @@ class Conn:
         if self._closing or self._shut_wr_requested:
             return
         self._shut_wr_requested = True
-        self._wtail = None
-        if not self._wq:
+        self._w.tail = None
+        if not self._w.chunks:
             self._do_shutdown_wr()
             self._update_events()
+
+    # -- idle timeout ---------------------------------------------------------
+
+    @property
+    def idle_timeout(self) -> float | None:
+        return self._idle
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Close with IdleTimeoutError once no byte was received or sent for
+        `seconds` (None turns it off). Counted from now."""
+        if seconds is not None and not (seconds > 0 and seconds < float("inf")):
+            raise ValueError(f"idle_timeout must be a finite number > 0 or None, got {seconds!r}")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle = seconds
+        if seconds is not None and not self._closed:
+            self._last_io = self.loop.time()
+            self._idle_timer = self.loop.call_later(seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        idle = self._idle
+        if idle is None or self._closed:
+            return
+        due = self._last_io + idle
+        if self.loop.time() >= due:
+            self.abort(IdleTimeoutError(f"no byte received or sent for {idle:g} s", timeout=idle))
+        else:
+            self._idle_timer = self.loop.call_at(due, self._check_idle)
 
     # -- closing --------------------------------------------------------------
 
@@ -764,8 +1156,9 @@ class Conn:
         if self._closing or self._closed:
             return
         self._closing = True
-        self._wtail = None
-        if not self._wq:
+        self._w.tail = None
+        self._stop_consumer()
+        if not self._w.chunks:
             self._finish_close(None)
         else:
             self._update_events()
@@ -780,15 +1173,15 @@ class Conn:
         self._finish_close(exc)
 
     def _fatal(self, exc: BaseException) -> None:
-        # Every socket error ends the Conn: there is no error after which a
-        # stream is still known to be in sync.
-        self._finish_close(exc)
+        # Every other socket error ends the Conn: there is no error after
+        # which a stream is still known to be in sync.
+        self._finish_close(_bare(exc))
 
     def _finish_close(self, reason: BaseException | None) -> None:
         if self._closed:
             return
         if reason is None:
-            reason = self._reset  # a reset seen while buffered input was drained
+            reason = self._error  # a reset or failed send seen while input was drained
         self._closed = True
         self._closing = True
         self._close_reason = reason
@@ -803,22 +1196,43 @@ class Conn:
                 os.close(fd)
             except OSError:
                 pass
-        for item in self._wq:
+        for item in self._w.chunks:
             if type(item) is _FdChunk:
                 for dfd in item.fds:
                     os.close(dfd)
-        self._wq.clear()
-        self._wtail = None
+        w = self._w
+        w.chunks.clear()
+        w.tail = None
+        w.size = 0
+        w.limit = -1
         self._wfd_chunks = 0
-        while self._fds_in:
-            os.close(self._fds_in.popleft())
-        self._wsize = 0
+        if self._fds_in:
+            while self._fds_in:
+                os.close(self._fds_in.popleft())
         self._read_target = None
         self._read_target_cb = None
+        self._rbuf = self._rview = None
+        self._rstart = self._rend = 0
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self.loop.disown(self)
+        self._stop_consumer()
         if self.on_close is not None and not self.loop.closed:
             self.loop.call_soon(self.on_close, reason)
         self._wake_writable_waiters()
+        # Nothing will be called any more: drop the callbacks, which usually
+        # refer back to whatever refers to this Conn (its Pipe, a protocol),
+        # so the whole group is freed by reference counting, not a GC pass.
+        self.on_data = self.on_eof = self.on_close = None
+        self.on_pause_writing = self.on_resume_writing = None
+        self.on_read_limit = self.on_stop_reading = self.on_resume_reading = None
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- epoll interest -------------------------------------------------------
 
@@ -828,7 +1242,7 @@ class Conn:
         ev = 0
         if self._want_read():
             ev |= EVENT_READ
-        if self._wq and not self._write_shut:
+        if self._w.chunks and not self._write_shut:
             ev |= EVENT_WRITE
         if ev == self._events and ev:
             return  # registered, nothing changed (the common case)
@@ -852,18 +1266,17 @@ class Conn:
         if mask & (EVENT_HUP | EVENT_ERR):
             if self._events & EVENT_READ:
                 # Read what is still queued first; the read then returns the
-                # EOF or the error (a reset is treated as EOF, see below).
+                # EOF or the error (a reset is treated as EOF, see above).
                 return self._on_readable()
             # Not reading (paused, back-pressured, or past EOF): input that
             # is buffered here or queued in the kernel must not be cut off by
             # the error. Queued writes surface it (EPIPE); otherwise park, and
             # when reading resumes recv() returns the rest, then the error.
-            if self._wq and not self._write_shut:
+            if self._w.chunks and not self._write_shut:
                 self._flush()  # the write fails with the reason (EPIPE...)
             elif not self._closed:
-                # We are not reading (paused or back-pressured), yet HUP keeps
-                # firing even with an empty mask. Leave the epoll set until
-                # reading resumes, so the loop does not spin.
+                # HUP keeps firing even with an empty mask: leave the epoll
+                # set until reading resumes, so the loop does not spin.
                 self.loop.unregister(self._fd)
                 self._events = 0
 

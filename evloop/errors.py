@@ -39,8 +39,28 @@ class BufferFullError(EvloopError, BufferError):
 
 
 class ReadLimitError(EvloopError, ValueError):
-    """Raised (or passed to the callback) by `Conn.read_until()` / `readline()`
-    when `limit` bytes are buffered and no delimiter was found among them."""
+    """Raised by `Conn.read_until()` / `readline()` when `limit` bytes are
+    buffered and no delimiter was found among them; and the error a Conn
+    closes with (passed to `on_close`) when its read buffer reached
+    `read_limit` while the consumer took none of it and no `on_read_limit`
+    hook was set: a stalled reader says so instead of hanging."""
+
+
+class IdleTimeoutError(EvloopError, TimeoutError):
+    """The error a Conn closes with (passed to `on_close`) when no byte was
+    received or sent for its `idle_timeout` seconds; `timeout` holds that
+    setting."""
+
+    def __init__(self, msg: str, *, timeout: float):
+        super().__init__(msg)
+        self.timeout = timeout
+
+
+class FdPassingError(EvloopError, OSError):
+    """A message carried more file descriptors (SCM_RIGHTS) than a Conn with
+    `receive_fds=True` has room for, so the kernel closed the extra ones
+    (MSG_CTRUNC): the fd hand-off is lost, and the Conn closes with this
+    error rather than hide it."""
 
 
 class ConnectError(EvloopError, ConnectionError):

@@ -1,24 +1,40 @@
 # evloop/pipe.py
 #
 # Frames on a Conn: chan (u16 BE) | length (u32 BE) | payload, byte for byte
-# the seed design's format. The Pipe owns no fd; the Conn does.
+# the seed design's format. The Pipe owns no fd; the Conn does. A Pipe is a
+# FrameEndpoint (evloop/endpoint.py).
 #
-# Reading. When bytes arrive the Pipe scans the Conn's read buffer in place
-# (codec.scan_frames: C, or its pure-Python twin) for up to `batch` complete
-# frames, remembers their (channel, length) and puts itself on the Loop's
-# ready-source list. The Loop then serves ready Pipes round-robin, one frame
-# per Pipe per round, up to its per-turn budget: a flooding peer never gets
-# more than one frame ahead of any other ready Pipe. Invariant: a Pipe that
-# still holds a complete frame after its turn stays on the ready list, since
-# epoll cannot see bytes that were already read out of the kernel.
+# Reading. When bytes arrive (Conn.on_data) the Pipe scans the Conn's read
+# buffer (codec.scan_batch: C, or its pure-Python twin) for a batch of
+# complete frames below LARGE_PAYLOAD, copies the whole run out in one bytes
+# object and consumes it from the Conn at once: the Conn's buffer is then
+# empty but for a partial frame, so it never memmoves much and can go back
+# to the pool. The Pipe puts itself on the Loop's ready-source list, and the
+# Loop serves ready Pipes round-robin, `quantum` frames per Pipe per round,
+# up to its per-turn budget: a quiet Pipe waits for at most a quantum from
+# each flooding one. Each payload handed to on_frame is a slice of that
+# bytes object: an independent `bytes` the receiver owns. Invariant: a Pipe
+# holding undelivered frames stays on the ready list (epoll cannot see bytes
+# already read out of the kernel), and takes no new batch until the current
+# one is delivered, so what it holds is bounded by one batch plus the Conn's
+# read_limit.
 #
-# The per-frame path (_deliver_run) reads the Conn's buffer fields directly
-# and consumes a run of frames in one step: the two classes are a pair.
+# The delivery loop (_deliver) is the per-frame hot path: a zip over the
+# batch's channels and offsets calling on_frame with a slice, nothing else.
+# What must stop it early (a close, a pause, a new on_frame) empties the
+# list it iterates, so the loop needs no per-frame check; the frames handed
+# out are counted from the last offset reached, so a callback that raises,
+# even KeyboardInterrupt, never makes a frame go out twice.
 #
-# Payload lifetime: every payload handed out is an independent object the
-# receiver owns: `bytes` below 64 KiB, `bytearray` at 64 KiB and above. A
-# large frame is received straight into its own bytearray with recv_into
-# (Conn.read_into), never assembled by concatenation.
+# Large frames (LARGE_PAYLOAD and above) are received straight into their
+# own bytearray with Conn.read_into (or copied once, if already buffered) and
+# delivered as that bytearray, never assembled by concatenation.
+#
+# Writing. write_frame() appends header and payload straight to the Conn's
+# WriteBuffer tail under the documented contract (see conn.py), so a small
+# frame costs no call into the Conn; anything else (the first frame of a
+# turn, a multi-part or large frame, past the watermark) goes through
+# Conn.writev() in one piece: a frame is queued whole or not at all.
 #
 # Errors. A header with length 0 or above `max_len` is a ProtocolError naming
 # the channel, length and stream offset. Frames before it are still delivered;
@@ -27,68 +43,70 @@
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .conn import LARGE_WRITE, Buffer, Conn
+from .codec import STOP_BAD, STOP_LARGE
+from .conn import LARGE_WRITE, Buffer, Conn, as_buffer
 from .errors import ProtocolError, TruncatedFrameError
 from .loop import Handle
 
-__all__ = ["Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN", "LARGE_PAYLOAD"]
+__all__ = ["Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN", "LARGE_PAYLOAD", "Payload"]
 
-HEADER_SIZE = 6
-DEFAULT_MAX_LEN = 64 << 20
+HEADER_SIZE = codec.HEADER_SIZE
+DEFAULT_MAX_LEN = codec.DEFAULT_MAX_LEN
 # Payloads at least this large are received straight into their own buffer.
 LARGE_PAYLOAD = 64 * 1024
 _pack_header = struct.Struct(">HI").pack
+_scan_batch = codec.scan_batch
+# The empty batch, shared by every idle Pipe: only ever replaced, never mutated.
+_NONE: list[int] = []
 
-
-def _bytes_like(data: Any) -> Buffer:
-    """bytes, bytearray or memoryview as they are; any other buffer as a
-    memoryview; anything else (str, int...) is a TypeError, raised before a
-    header could reach the wire without its payload."""
-    if type(data) is bytes or type(data) is bytearray or type(data) is memoryview:
-        return data
-    try:
-        return memoryview(data).cast("B")
-    except TypeError:
-        raise TypeError(
-            f"a frame payload must be bytes-like (bytes, bytearray, memoryview), "
-            f"not {type(data).__name__}"
-        ) from None
+Payload = bytes | bytearray
+FrameCallback = Callable[[int, Payload], Any]
 
 
 @dataclass(frozen=True)
 class PipeStatistics:
     frames_in: int
     frames_out: int
-    bytes_in: int
-    bytes_out: int
-    queued: int
+    payload_in: int  # payload bytes delivered
+    payload_out: int  # payload bytes queued
+    frames_ready: int  # complete frames taken in, not yet delivered
 
 
 class Pipe:
-    """Framed messages over a Conn.
+    """Framed messages over a Conn (a FrameEndpoint).
 
     on_frame(chan, payload) receives every frame, fairly scheduled by the
     Loop. Without on_frame the Pipe is in pull mode: read_frame() returns the
     next frame, and on_readable(pipe) (if set) says when one is complete.
     on_error(exc) receives ProtocolError/TruncatedFrameError; on_close(exc)
-    is the Conn's close callback (exactly once).
+    is the Conn's close callback (exactly once). `batch` bounds how many
+    frames one scan takes in.
     """
+
+    __slots__ = (
+        "conn", "loop", "_w", "_on_frame", "on_error", "on_close", "on_readable",
+        "max_len", "batch", "_fast_max",
+        "_data", "_chans", "_starts", "_ends", "_pos", "_gate",
+        "_large", "_large_pending", "_large_at", "_error", "_queued",
+        "frames_in", "frames_out", "payload_in", "payload_out", "__weakref__",
+    )  # fmt: skip
 
     def __init__(
         self,
         conn: Conn,
-        on_frame: Callable[[int, Any], Any] | None = None,
+        on_frame: FrameCallback | None = None,
         *,
         on_error: Callable[[BaseException], Any] | None = None,
         on_close: Callable[[BaseException | None], Any] | None = None,
         on_readable: Callable[[Pipe], Any] | None = None,
         max_len: int = DEFAULT_MAX_LEN,
-        batch: int = 64,
+        batch: int = 4096,
     ):
         if not 1 <= max_len <= 0xFFFFFFFF:
             raise ValueError(f"max_len must be in 1..{0xFFFFFFFF}, got {max_len}")
@@ -96,49 +114,59 @@ class Pipe:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.conn = conn
         self.loop = conn.loop
+        self._w = conn.write_buffer
         self._on_frame = on_frame
         self.on_error = on_error
         self.on_close = on_close
         self.on_readable = on_readable
         self.max_len = max_len
         self.batch = batch
-        # Complete frames found by the last scan, sitting at the front of the
-        # Conn's buffer: parallel lists and a cursor.
-        self._chans: list[int] = []
-        self._offs: list[int] = []
-        self._lens: list[int] = []
-        self._idx = 0
-        self._large: tuple[int, bytearray] | None = None  # received directly
-        self._large_pending = False
-        self._large_at = (-1, 0)  # (channel, stream offset) of the pending large frame
+        self._fast_max = min(max_len, LARGE_WRITE - 1)
+        # The batch taken in: a bytes copy of back-to-back frames, their
+        # channels and payload offsets in it, and the next to deliver.
+        self._data = b""
+        self._chans: list[int] = _NONE
+        self._starts: list[int] = _NONE
+        self._ends: list[int] = _NONE
+        self._pos = 0
+        self._gate: list[int] | None = None  # the run being delivered
+        self._large: tuple[int, bytearray] | None = None  # a large frame, received
+        self._large_pending = False  # a large frame's payload is being received
+        self._large_at = (-1, 0)  # (channel, stream offset) of that frame
         self._error: BaseException | None = None  # to report after the frames before it
-        self._queued = False
+        self._queued = False  # on the loop's ready-source list
         self.frames_in = 0
         self.frames_out = 0
         self.payload_in = 0
         self.payload_out = 0
         # Frames below LARGE_PAYLOAD are assembled in the Conn's buffer, so
-        # reading must not pause before one fits; larger ones go direct.
+        # reading must not stop before one fits; larger ones go direct.
         if conn.read_limit < HEADER_SIZE + LARGE_PAYLOAD:
             conn.read_limit = HEADER_SIZE + LARGE_PAYLOAD
         conn.on_data = self._on_data
         conn.on_eof = self._on_eof
         conn.on_close = self._on_conn_close
+        # The Conn fills up while a batch waits to be delivered: that is
+        # back-pressure, not a stalled reader.
+        conn.on_read_limit = _ignore
+        conn.on_stop_reading = self._stop_delivery
+        conn.on_resume_reading = self._on_resume
         if conn.read_buffered:
             self._on_data(conn)
 
     @property
-    def on_frame(self) -> Callable[[int, Any], Any] | None:
+    def on_frame(self) -> FrameCallback | None:
         """The frame callback; None means pull mode (read_frame)."""
         return self._on_frame
 
     @on_frame.setter
-    def on_frame(self, fn: Callable[[int, Any], Any] | None) -> None:
+    def on_frame(self, fn: FrameCallback | None) -> None:
+        self._stop_delivery()  # a run in progress ends with the old callback
         self._on_frame = fn
         # Frames that arrived while nobody listened must not wait for more
         # bytes to come: queue them now.
         if fn is not None and not self._queued and not self.conn.closed:
-            if self.frames_ready or self._scan() or self._error is not None:
+            if self.frames_ready or self._take() or self._error is not None:
                 self._ready()
 
     # -- writing --------------------------------------------------------------
@@ -151,46 +179,68 @@ class Pipe:
         payload or one over max_len, TypeError for a part that is not
         bytes-like, both before anything is written. Conn errors
         (ConnClosedError, BufferFullError) pass through."""
-        conn = self.conn
-        if more:
-            return self._write_parts(chan, (data, *more))
-        tail = conn._wtail
-        if tail is not None and type(data) is bytes:
-            # Fast path (see Conn.write): header and payload appended to the
-            # Conn's open tail, with no intermediate object.
+        w = self._w
+        tail = w.tail
+        if tail is not None and type(data) is bytes and not more:
+            # Fast path (see WriteBuffer): header and payload appended to the
+            # Conn's open tail, with no call and no intermediate object.
             n = len(data)
-            size = conn._wsize + HEADER_SIZE + n
-            if (
-                0 < n < LARGE_WRITE
-                and n <= self.max_len
-                and 0 <= chan <= 0xFFFF
-                and size <= (conn.write_cap if conn._write_paused else conn.high_water)
-            ):
-                tail += _pack_header(chan, n)
+            size = w.size + HEADER_SIZE + n
+            if size <= w.limit and 0 < n <= self._fast_max:
+                try:
+                    header = _pack_header(chan, n)
+                except struct.error:
+                    raise self._bad_frame(chan, n) from None
+                tail += header
                 tail += data
-                conn._wsize = size
-                conn.writes += 1
+                w.size = size
                 self.frames_out += 1
                 self.payload_out += n
                 return
-        data = _bytes_like(data)
-        n = data.nbytes if type(data) is memoryview else len(data)
-        if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
+        bufs = [as_buffer(data)]
+        for part in more:
+            bufs.append(as_buffer(part))
+        n = 0
+        for b in bufs:
+            n += len(b)
+        if not 0 < n <= self.max_len or type(chan) is not int or not 0 <= chan <= 0xFFFF:
             raise self._bad_frame(chan, n)
         # One writev: the frame is queued whole or not at all, and no
         # watermark callback can run between its header and its payload.
-        conn.writev((_pack_header(chan, n), data))
+        bufs.insert(0, _pack_header(chan, n))
+        self.conn.writev(bufs)
         self.frames_out += 1
         self.payload_out += n
 
-    def _write_parts(self, chan: int, parts: tuple[Buffer, ...]) -> None:
-        bufs = [_bytes_like(p) for p in parts]
-        n = sum(b.nbytes if type(b) is memoryview else len(b) for b in bufs)
-        if not 0 < n <= self.max_len or not 0 <= chan <= 0xFFFF:
-            raise self._bad_frame(chan, n)
-        self.conn.writev((_pack_header(chan, n), *bufs))
-        self.frames_out += 1
-        self.payload_out += n
+    def write_frames(self, frames: Iterable[tuple[int, Buffer]]) -> None:
+        """Queue many frames in one call. Every frame is validated before any
+        is written, so a bad one leaves the wire untouched."""
+        parts: list[Buffer] = []
+        count = total = 0
+        max_len = self.max_len
+        for chan, data in frames:
+            data = as_buffer(data)
+            n = len(data)
+            if not 0 < n <= max_len or type(chan) is not int or not 0 <= chan <= 0xFFFF:
+                raise self._bad_frame(chan, n)
+            parts.append(_pack_header(chan, n))
+            parts.append(data)
+            count += 1
+            total += n
+        if not parts:
+            return
+        self.conn.writev(parts)  # all frames or none
+        self.frames_out += count
+        self.payload_out += total
+
+    def _bad_frame(self, chan: Any, n: int) -> ValueError:
+        if type(chan) is not int:
+            return ValueError(f"channel must be an int in 0..65535, got {chan!r}")
+        if not 0 <= chan <= 0xFFFF:
+            return ValueError(f"channel {chan} is outside 0..65535")
+        if n == 0:
+            return ValueError(f"empty payload on channel {chan}: a frame must carry >= 1 byte")
+        return ValueError(f"payload of {n} bytes on channel {chan} exceeds max_len {self.max_len}")
 
     @property
     def writable(self) -> bool:
@@ -206,46 +256,21 @@ class Pipe:
         """Conn.flush: queued frames go to the kernel now."""
         self.conn.flush()
 
+    # -- reading --------------------------------------------------------------
+
     def pause_reading(self) -> None:
-        """Stop taking input (frames stay in the kernel) until resume."""
+        """Stop delivering frames and stop reading (frames wait in the
+        kernel, which stops the peer when it is full) until resume."""
         self.conn.pause_reading()
 
     def resume_reading(self) -> None:
         self.conn.resume_reading()
 
-    def write_frames(self, frames: Iterable[tuple[int, Buffer]]) -> None:
-        """Queue many frames in one call. Every frame is validated before any
-        is written, so a bad one leaves the wire untouched."""
-        parts: list[Buffer] = []
-        count = total = 0
-        max_len = self.max_len
-        for chan, data in frames:
-            data = _bytes_like(data)
-            n = data.nbytes if type(data) is memoryview else len(data)
-            if not 0 < n <= max_len or not 0 <= chan <= 0xFFFF:
-                raise self._bad_frame(chan, n)
-            parts.append(_pack_header(chan, n))
-            parts.append(data)
-            count += 1
-            total += n
-        if not parts:
-            return
-        self.conn.writev(parts)  # all frames or none
-        self.frames_out += count
-        self.payload_out += total
+    def _on_resume(self) -> None:
+        if self.frames_ready and self._on_frame is not None and not self._queued:
+            self._ready()
 
-    def _bad_frame(self, chan: int, n: int) -> ValueError:
-        if type(chan) is not int:
-            return ValueError(f"channel must be an int in 0..65535, got {chan!r}")
-        if not 0 <= chan <= 0xFFFF:
-            return ValueError(f"channel {chan} is outside 0..65535")
-        if n == 0:
-            return ValueError(f"empty payload on channel {chan}: a frame must carry >= 1 byte")
-        return ValueError(f"payload of {n} bytes on channel {chan} exceeds max_len {self.max_len}")
-
-    # -- reading --------------------------------------------------------------
-
-    def read_frame(self) -> tuple[int, bytes | bytearray] | None:
+    def read_frame(self) -> tuple[int, Payload] | None:
         """Pull mode: the next complete frame, or None if none is buffered.
         A protocol error is raised here (and the Conn aborted). RuntimeError
         while on_frame is set: a Pipe in push mode hands every frame to
@@ -256,12 +281,9 @@ class Pipe:
                 "read_frame() on a Pipe with on_frame set: push mode delivers every frame"
                 " to on_frame; set on_frame = None for pull mode"
             )
-        if self._idx == len(self._lens) and self._large is None:
-            self._scan()
-        large = self._large is not None
         frame = self._pop()
-        if large:
-            self._scan()  # what follows a large frame was held back for it
+        if frame is None and self._take():
+            frame = self._pop()
         if frame is None:
             if self._error is not None:
                 exc, self._error = self._error, None
@@ -273,56 +295,71 @@ class Pipe:
 
     @property
     def frames_ready(self) -> int:
-        """Complete frames known to be buffered (found by the last scan)."""
-        return len(self._lens) - self._idx + (self._large is not None)
+        """Complete frames taken in and not delivered yet."""
+        return len(self._chans) - self._pos + (self._large is not None)
 
-    def _pop(self) -> tuple[int, bytes | bytearray] | None:
+    def _pop(self) -> tuple[int, Payload] | None:
         large = self._large
         if large is not None:
             self._large = None
             self.frames_in += 1
             self.payload_in += len(large[1])
             return large
-        i = self._idx
-        if i == len(self._lens):
+        i = self._pos
+        if i == len(self._chans):
             return None
-        self._idx = i + 1
-        n = self._lens[i]
         chan = self._chans[i]
-        conn = self.conn
-        if n < LARGE_PAYLOAD:
-            payload: bytes | bytearray = conn.take(HEADER_SIZE, n)
-        else:
-            buf, start, _ = conn.read_buffer()
-            payload = buf[start + HEADER_SIZE : start + HEADER_SIZE + n]
-            conn.consume(HEADER_SIZE + n)
-        self.frames_in += 1
-        self.payload_in += n
+        s = self._starts[i]
+        e = self._ends[i]
+        payload = self._data[s:e]
+        self._advance(i, 1, e)
         return chan, payload
 
-    def _scan(self) -> bool:
-        """Find complete frames at the front of the buffer. True if any."""
+    def _advance(self, pos: int, n: int, end: int) -> None:
+        """n frames from pos on were handed out, the last ending at `end`."""
+        self.frames_in += n
+        # They lie back to back: the payload bytes are the span less headers.
+        self.payload_in += end - self._starts[pos] + HEADER_SIZE - HEADER_SIZE * n
+        pos += n
+        if pos == len(self._chans):
+            self._data = b""
+            self._chans = self._starts = self._ends = _NONE
+            self._pos = 0
+        else:
+            self._pos = pos
+
+    def _take(self) -> bool:
+        """Take the complete frames at the front of the Conn's buffer in as
+        one batch (or one large frame). True if there is something to deliver
+        (or an error to report). Called only when the last batch is done."""
+        if self._pos < len(self._chans):
+            return True  # the batch in hand comes first
+        if self._large_pending or self._large is not None or self._error is not None:
+            return False
         conn = self.conn
-        start = conn._rstart
-        end = conn._rend
-        if (
-            end - start < HEADER_SIZE
-            or self._large_pending
-            or self._large is not None  # frames after it wait until it is taken
-            or self._error is not None
-        ):
-            # Nothing to find (the usual case after a run): no codec call.
-            if self._lens:
-                self._chans, self._offs, self._lens, self._idx = [], [], [], 0
+        buf, start, end = conn.read_buffer()
+        if end - start < HEADER_SIZE or conn.closed:
             return False
-        if conn._closed:
+        chans, starts, ends, pos, need, stop = _scan_batch(
+            buf, start, end, self.max_len, LARGE_PAYLOAD, self.batch
+        )
+        if chans:
+            self._data = conn.take(0, pos - start)
+            self._chans, self._starts, self._ends, self._pos = chans, starts, ends, 0
+            return True
+        if stop == STOP_LARGE:
+            chan, n = codec.decode_header(buf, start)
+            if end - start >= need:
+                # Already buffered whole (a read brought it in with others).
+                payload = bytearray(conn.read()[HEADER_SIZE:need])
+                conn.consume(need)
+                self._large = (chan, payload)
+                return True
+            self._start_large(chan, n)
             return False
-        buf = conn._rbuf
-        chans, offs, lens, pos, need = codec.scan_frames(buf, start, end, self.batch, self.max_len)
-        self._chans, self._offs, self._lens, self._idx = chans, offs, lens, 0
-        if need < 0:
-            chan, length = codec.decode_header(buf, pos)
-            offset = conn.bytes_in - (end - pos)
+        if stop == STOP_BAD:
+            chan, length = codec.decode_header(buf, start)
+            offset = conn.bytes_in - (end - start)
             self._error = ProtocolError(
                 f"bad frame length {length} on channel {chan} at stream offset {offset}"
                 f" (allowed 1..{self.max_len})",
@@ -330,21 +367,21 @@ class Pipe:
                 length=length,
                 offset=offset,
             )
-            conn.pause_reading()  # nothing after a corrupt header can be trusted
-        elif not chans and need >= HEADER_SIZE + LARGE_PAYLOAD:
-            self._start_large(buf, start)
-        return bool(chans)
+            # Nothing after a corrupt header can be trusted: no further batch
+            # is taken (see above), so the Conn stops reading at read_limit
+            # if the frames before it are slow to go.
+            return True
+        return False
 
-    def _start_large(self, buf: bytearray, start: int) -> None:
-        chan, n = codec.decode_header(buf, start)
+    def _start_large(self, chan: int, n: int) -> None:
         target = bytearray(n)
         conn = self.conn
         # Where this frame began in the stream, for a TruncatedFrameError:
         # its header is consumed now, before its payload arrives.
-        self._large_at = (chan, conn.bytes_in - (conn.read_buffered))
-        self.conn.consume(HEADER_SIZE)
+        self._large_at = (chan, conn.bytes_in - conn.read_buffered)
+        conn.consume(HEADER_SIZE)
         self._large_pending = True
-        self.conn.read_into(memoryview(target), lambda: self._large_done(chan, target))
+        conn.read_into(memoryview(target), lambda: self._large_done(chan, target))
 
     def _large_done(self, chan: int, target: bytearray) -> None:
         self._large_pending = False
@@ -354,12 +391,15 @@ class Pipe:
     def _on_data(self, conn: Conn) -> None:
         if self._queued or self._large_pending:
             return
-        if self._idx < len(self._lens) or self._scan() or self._error is not None:
+        if self._pos < len(self._chans) or self._large is not None or self._error is not None:
+            self._ready()  # not queued: paused, or in pull mode (a reminder)
+            return
+        if self._take():
             self._ready()
 
     def _ready(self) -> None:
         if self._on_frame is not None:
-            if not self._queued:
+            if not self._queued and self.conn.reading:
                 self._queued = True
                 self.loop.add_ready_source(self)
         elif self._error is not None and not self.frames_ready:
@@ -371,106 +411,101 @@ class Pipe:
     def serve(self, limit: int) -> tuple[int, bool]:
         """Deliver up to `limit` frames to on_frame (called by the Loop's fair
         stage). Returns (delivered, whether complete frames remain)."""
-        try:
-            return self._serve(limit)
-        except Exception:
-            self._queued = False  # the Loop drops a source that raised
-            raise
-
-    def _serve(self, limit: int) -> tuple[int, bool]:
         conn = self.conn
         done = 0
-        more = True
-        while done < limit:
-            if self._on_frame is None or conn._closing:
-                more = False
-                break
-            i = self._idx
-            run = len(self._lens) - i
-            if run > 0 and self._large is None:
-                done += self._deliver_run(i, run if run < limit - done else limit - done)
-            elif self._large is not None:
-                chan, data = self._large
-                self._large = None
-                self.frames_in += 1
-                self.payload_in += len(data)
-                done += 1
-                self._deliver(chan, data)
-            elif not self._scan():
-                more = False
-                break
-        if more:
-            # The budget ran out: is there more? (A scan made here is reused.)
-            more = (
-                self._on_frame is not None
-                and not conn._closing
-                and (self._idx < len(self._lens) or self._large is not None or self._scan())
-            )
-        if more:
-            return done, True
+        try:
+            while done < limit:
+                if self._on_frame is None or not conn.reading:
+                    break
+                if self._pos < len(self._chans):
+                    done += self._deliver(limit - done)
+                elif self._large is not None:
+                    chan, data = self._large
+                    self._large = None
+                    self.frames_in += 1
+                    self.payload_in += len(data)
+                    done += 1
+                    cb = self._on_frame
+                    try:
+                        cb(chan, data)
+                    except Exception as exc:
+                        self.loop.call_exception_handler(exc, cb)
+                elif not self._take():
+                    break
+        except BaseException:
+            self._queued = False  # the Loop drops a source that raised
+            raise
+        if done == limit and self._on_frame is not None and conn.reading:
+            # The budget ran out: more is known, or may be one scan away.
+            if self._pos < len(self._chans) or self._large is not None:
+                return done, True
+            if conn.read_buffered >= HEADER_SIZE and not self._large_pending:
+                return done, True
         self._queued = False
-        if self._error is not None:
-            error, self._error = self._error, None
-            self._fail(error)
-        elif self.conn.at_eof:
-            self._finish_eof()
+        if self._pos == len(self._chans) and self._large is None and not conn.closing:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._fail(error)
+            elif conn.at_eof and self._on_frame is not None:
+                self._finish_eof()
         return done, False
 
-    def _deliver(self, chan: int, payload: bytes | bytearray) -> None:
+    def _deliver(self, limit: int) -> int:
+        """The per-frame hot path: hand out up to `limit` frames of the batch
+        (see the module header). Returns how many were handed out."""
+        pos = self._pos
+        k = len(self._chans) - pos
+        if k > limit:
+            k = limit
+        gate = self._chans[pos : pos + k]  # a copy: _stop_delivery() empties it
+        starts: Any = iter(self._starts)
+        ends: Any = iter(self._ends)
+        if pos:
+            # Start the offset iterators at pos without copying the lists.
+            starts.__setstate__(pos)
+            ends.__setstate__(pos)
+        self._gate = gate
+        data = self._data
         cb = self._on_frame
         assert cb is not None
-        try:
-            cb(chan, payload)
-        except Exception as exc:
-            self.loop.call_exception_handler(exc, cb)
-
-    def _deliver_run(self, i: int, k: int) -> int:
-        """The per-frame hot path: hand out frames i..i+k-1 of the last scan
-        straight from the Conn's buffer, then consume them in one step. The
-        buffer cannot move during this call (only reads, in fd callbacks,
-        compact or replace it), and frames sit back to back from the
-        Conn's read position, so the scan's offsets need one shift."""
-        conn = self.conn
-        view = conn._rview
-        chans, offs, lens = self._chans, self._offs, self._lens
-        base = offs[i] - HEADER_SIZE  # where frame i's header was at scan time
-        shift = conn._rstart - base
-        j = i
-        stop = i + k
-        cb = self._on_frame
         handler = self.loop.call_exception_handler
-        payload_bytes = 0
+        frames = zip(gate, starts, ends)  # noqa: B905 - the gate is the shortest, on purpose
+        e = -1
         try:
-            while j < stop:
-                o = offs[j] + shift
-                n = lens[j]
-                j += 1
-                payload_bytes += n
+            while True:
                 try:
-                    if n < LARGE_PAYLOAD:
-                        cb(chans[j - 1], view[o : o + n].tobytes())  # type: ignore[misc]
-                    else:
-                        cb(chans[j - 1], bytearray(view[o : o + n]))  # type: ignore[misc]
+                    for c, s, e in frames:
+                        cb(c, data[s:e])
+                    break
                 except Exception as exc:
                     handler(exc, cb)
-                if conn._closing or self._on_frame is not cb:
-                    break
         finally:
-            # Consume exactly what was handed out, even if a callback raised
-            # KeyboardInterrupt: nothing is delivered twice.
-            delivered = j - i
-            self._idx = j
-            self.frames_in += delivered
-            self.payload_in += payload_bytes
-            if not conn._closed:
-                conn.consume(offs[j - 1] + lens[j - 1] - base)
-        return delivered
+            self._gate = None
+            if e < 0:
+                n = 0
+            elif e == self._ends[pos + k - 1]:
+                n = k
+            else:  # stopped early: frames are counted by the last one out
+                n = bisect_left(self._ends, e, pos, pos + k) + 1 - pos
+            if n:
+                self._advance(pos, n, e)
+        return n
+
+    def _stop_delivery(self) -> None:
+        gate = self._gate
+        if gate is not None:
+            gate.clear()
 
     # -- end of stream and errors ---------------------------------------------
 
     def _on_eof(self, conn: Conn) -> bool:
-        if self._queued or self.frames_ready or self._scan():
+        if self._queued or self.frames_ready or self._take():
+            if self._on_frame is not None and not self._queued:
+                self._ready()
             return True  # stay open until the buffered frames are delivered
+        if self._error is not None:
+            self._ready()
+            return True
         self._finish_eof()
         return True
 
@@ -516,9 +551,15 @@ class Pipe:
         self.conn.abort(exc)
 
     def _on_conn_close(self, exc: BaseException | None) -> None:
-        self._chans, self._offs, self._lens, self._idx = [], [], [], 0
-        if self.on_close is not None:
-            self.on_close(exc)
+        self._data = b""
+        self._chans = self._starts = self._ends = _NONE
+        self._pos = 0
+        self._large = None
+        cb = self.on_close
+        # Closed for good: forget the callbacks (see Conn._finish_close).
+        self._on_frame = self.on_error = self.on_readable = self.on_close = None
+        if cb is not None:
+            cb(exc)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -533,6 +574,12 @@ class Pipe:
     def closed(self) -> bool:
         return self.conn.closed
 
+    def __enter__(self) -> Pipe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def statistics(self) -> PipeStatistics:
         return PipeStatistics(
             self.frames_in, self.frames_out, self.payload_in, self.payload_out, self.frames_ready
@@ -540,3 +587,7 @@ class Pipe:
 
     def __repr__(self) -> str:
         return f"<Pipe {self.conn!r} in={self.frames_in} out={self.frames_out}>"
+
+
+def _ignore(conn: Conn) -> None:
+    return None

@@ -456,35 +456,36 @@ def test_a_post_racing_close_never_writes_into_a_reused_fd(monkeypatch):
         b.close()
 
 
+def _poster(lp, start, tag, ran, accepted, other):
+    start.wait()
+    for i in range(2000):
+        try:
+            lp.call_soon_threadsafe(ran.append, (tag, i))
+        except evloop.LoopClosedError:
+            return
+        except BaseException as exc:  # noqa: BLE001 - the test is that none happen
+            other.append(exc)
+            return
+        accepted.append((tag, i))
+
+
 def test_threads_racing_close_lose_no_accepted_callback():
     # Every post either raises LoopClosedError or its callback runs (by the
     # loop, or by close()); nothing else escapes into the posting threads.
     for _round in range(20):
         lp = evloop.Loop()
-        ran = []
-        accepted = []
-        refused = []
-        other = []
+        ran: list[tuple[int, int]] = []
+        accepted: list[tuple[int, int]] = []
+        other: list[BaseException] = []
         start = threading.Barrier(5)
-
-        def poster(tag):
-            start.wait()
-            for i in range(2000):
-                try:
-                    lp.call_soon_threadsafe(ran.append, (tag, i))
-                except evloop.LoopClosedError:
-                    refused.append((tag, i))
-                    return
-                except BaseException as exc:  # noqa: BLE001 - the test is that none happen
-                    other.append(exc)
-                    return
-                accepted.append((tag, i))
-
-        threads = [threading.Thread(target=poster, args=(t,)) for t in range(4)]
+        threads = [
+            threading.Thread(target=_poster, args=(lp, start, t, ran, accepted, other))
+            for t in range(4)
+        ]
         for t in threads:
             t.start()
         start.wait()
-        lp.run_until(lambda: len(ran) > 100, timeout=5)
+        lp.run_until(lambda lp=lp, ran=ran: len(ran) > 100, timeout=5)
         lp.close()
         for t in threads:
             t.join(10)

@@ -613,6 +613,103 @@ static void fuzz_encode_frames(void)
     free(dst);
 }
 
+/* The batch scan, checked against a naive reading of its spec: frames with
+ * payloads below `large`, offsets relative to start, and the stop reason. */
+static void fuzz_batch(void)
+{
+    size_t len = (size_t)rng_below(300);
+    uint32_t max_len = random_max_len();
+    uint32_t large = rng_below(3) == 0 ? 0xFFFFFFFFu : (uint32_t)rng_below(30);
+    size_t max_frames = (size_t)rng_below(20);
+    size_t cap = max_frames == 0 ? 1 : max_frames;
+    uint8_t *buf = malloc(len == 0 ? 1 : len);
+    uint16_t *chans = malloc(cap * sizeof *chans);
+    uint32_t *starts = malloc(cap * sizeof *starts);
+    uint32_t *ends = malloc(cap * sizeof *ends);
+    size_t start, end, pos = 0, p;
+    int64_t need = 0, want_need = 0;
+    int stop = -1, want_stop = EVL_STOP_LIMIT;
+    long n, k = 0;
+
+    if (buf == NULL || chans == NULL || starts == NULL || ends == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+    fill_random(buf, len, max_len);
+    end = (size_t)rng_below(len + 1);
+    start = (size_t)rng_below(end + 1);
+    if (rng_below(4) == 0)
+        end = len;
+
+    n = evl_scan_batch(buf, len, start, end, max_len, large, chans, starts,
+                       ends, max_frames, &pos, &need, &stop);
+    FUZZ_CHECK(n >= 0 && (size_t)n <= max_frames);
+
+    for (p = start; (size_t)k < max_frames; k++) {
+        uint64_t flen;
+
+        if (end - p < 6) {
+            want_stop = EVL_STOP_END;
+            want_need = end == p ? 0 : 6;
+            break;
+        }
+        flen = ((uint64_t)buf[p + 2] << 24) | ((uint64_t)buf[p + 3] << 16) |
+               ((uint64_t)buf[p + 4] << 8) | (uint64_t)buf[p + 5];
+        if (flen == 0 || flen > max_len) {
+            want_stop = EVL_STOP_BAD;
+            want_need = -1;
+            break;
+        }
+        if (flen >= large) {
+            want_stop = EVL_STOP_LARGE;
+            want_need = (int64_t)(6 + flen);
+            break;
+        }
+        if (p + 6 + flen > end) {
+            want_stop = EVL_STOP_END;
+            want_need = (int64_t)(6 + flen);
+            break;
+        }
+        FUZZ_CHECK(k < n && chans[k] == ((buf[p] << 8) | buf[p + 1]));
+        FUZZ_CHECK(starts[k] == p - start + 6 && ends[k] == p - start + 6 + flen);
+        p += 6 + (size_t)flen;
+    }
+    FUZZ_CHECK(n == k && pos == p && stop == want_stop && need == want_need);
+
+    free(buf);
+    free(chans);
+    free(starts);
+    free(ends);
+}
+
+static void test_batch_bad_args(void)
+{
+    uint8_t buf[8] = {0};
+    uint16_t chans[1];
+    uint32_t starts[1], ends[1];
+    size_t pos = 77;
+    int64_t need = 77;
+    int stop = 77;
+
+    CHECK(evl_scan_batch(buf, 8, 5, 4, 10, 10, chans, starts, ends, 1, &pos,
+                         &need, &stop) == -1);
+    CHECK(evl_scan_batch(buf, 8, 0, 9, 10, 10, chans, starts, ends, 1, &pos,
+                         &need, &stop) == -1);
+    CHECK(evl_scan_batch(buf, 8, 0, 8, 0, 10, chans, starts, ends, 1, &pos,
+                         &need, &stop) == -1);
+    CHECK(evl_scan_batch(NULL, 8, 0, 8, 10, 10, chans, starts, ends, 1, &pos,
+                         &need, &stop) == -1);
+    CHECK(evl_scan_batch(buf, 8, 0, 8, 10, 10, NULL, starts, ends, 1, &pos,
+                         &need, &stop) == -1);
+    CHECK(evl_scan_batch(buf, 8, 0, 8, 10, 10, chans, starts, ends, 1, &pos,
+                         &need, NULL) == -1);
+    /* Rejected calls write nothing. */
+    CHECK(pos == 77 && need == 77 && stop == 77);
+    CHECK(evl_scan_batch(NULL, 0, 0, 0, 10, 10, NULL, NULL, NULL, 0, &pos,
+                         &need, &stop) == 0);
+    CHECK(pos == 0 && need == 0 && stop == EVL_STOP_LIMIT);
+}
+
 int main(int argc, char **argv)
 {
     unsigned long iterations = 200000;
@@ -632,6 +729,7 @@ int main(int argc, char **argv)
     test_find_delim();
     test_headers();
     test_encode_frames();
+    test_batch_bad_args();
     if (evl__failures != 0) {
         fprintf(stderr, "%lu unit check(s) failed\n", evl__failures);
         return 1;
@@ -640,6 +738,7 @@ int main(int argc, char **argv)
 
     for (fuzz_iter = 0; fuzz_iter < iterations; fuzz_iter++) {
         fuzz_scan();
+        fuzz_batch();
         if (fuzz_iter % 4 == 0) {
             fuzz_find_delim();
             fuzz_encode_frames();

@@ -608,7 +608,10 @@ class Conn:
             return self._read_direct(target)
         buf = self._rbuf
         if buf is None:
-            buf, self._rview = _small_buffer()
+            try:
+                buf, self._rview = _pool.pop()
+            except IndexError:
+                buf, self._rview = _small_buffer()
             self._rbuf = buf
         elif self._grow or len(buf) - self._rend < _MIN_ROOM:
             buf = self._make_room()
@@ -644,12 +647,28 @@ class Conn:
             # The read filled the buffer: the kernel likely holds more. Grow
             # toward read_size before the next read (fewer, larger reads).
             self._grow = True
-        if self._rend - self._rstart >= self.read_limit:
+        left = self._rend - self._rstart
+        if left >= self.read_limit:
             self._update_events()
-        if self.on_data is not None:
-            self._call_on_data()
-        if self._rstart == self._rend and not self._closed:
-            self._release_idle_buffer(n, room)
+        cb = self.on_data
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, cb)
+        if self._rstart == self._rend:
+            # All consumed (the usual case): give a small buffer back unless
+            # this read filled it, since more is coming.
+            if room != n and len(buf) == _SMALL_BUF and self._rbuf is buf:
+                view = self._rview
+                self._rbuf = self._rview = None
+                if len(_pool) < _POOL_MAX and view is not None:
+                    _pool.append((buf, view))
+            else:
+                self._release_idle_buffer(n, room)
+        elif self._rend - self._rstart >= self.read_limit and not self._closing:
+            if self._rend - self._rstart == left:
+                self._stalled(left)  # read_limit bytes and the consumer took none
 
     def _release_idle_buffer(self, n: int, room: int) -> None:
         # Everything was consumed: hand a small buffer back to the pool unless
@@ -791,16 +810,33 @@ class Conn:
         is shut, BufferFullError if the buffer would pass `write_cap`,
         TypeError if data is not bytes-like. Once a send has failed (the peer
         is gone) writes are discarded and counted, and on_close will say why."""
-        w = self._w
-        tail = w.tail
-        if tail is not None and (type(data) is bytes or type(data) is bytearray):
+        if type(data) is bytes or type(data) is bytearray:
+            w = self._w
+            tail = w.tail
             n = len(data)
             size = w.size + n
-            # Below the watermark, or past it with the pause already announced.
-            if size <= w.limit and n < LARGE_WRITE:
-                tail += data
-                w.size = size
-                self.writes += 1
+            if tail is not None:
+                # Below the watermark, or past it with the pause announced.
+                if size <= w.limit and n < LARGE_WRITE:
+                    tail += data
+                    w.size = size
+                    self.writes += 1
+                    return
+            elif (
+                0 < n < LARGE_WRITE
+                and size <= self.write_cap
+                and not (self._closing or self._shut_wr_requested or self._write_failed)
+            ):
+                # The first small write of a turn opens the tail.
+                tail = w.tail = bytearray(data)
+                w.chunks.append(tail)
+                if size <= self.high_water and not self._flush_scheduled:
+                    w.size = size
+                    self.writes += 1
+                    self._flush_scheduled = True
+                    self.loop.call_before_poll(self._flush)
+                else:
+                    self._queued(size)
                 return
         self.writev((data,))
 
@@ -1027,6 +1063,8 @@ class Conn:
                 return
             if self._shut_wr_requested and not self._write_shut:
                 self._do_shutdown_wr()
+            elif not self._events & EVENT_WRITE:
+                return  # all sent and EPOLLOUT was never armed: nothing to change
         self._update_events()
 
     def _flush_one_with_fds(self) -> int:

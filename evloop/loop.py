@@ -26,11 +26,14 @@
 #
 # One turn of the loop, in order:
 #   1. epoll_wait, with timeout 0 if work is pending, else until the next timer
-#   2. fd callbacks, for every event returned
-#   3. timers that are due move to the ready queue
-#   4. the ready callbacks present at the start of this stage run
-#   5. ready sources are served round-robin, one item each per round, until
-#      none has more or the turn's budget (items and time) is spent
+#   2. timers that are due move to the ready queue
+#   3. fd callbacks, for every event returned (a Pipe delivers its first run
+#      of frames here, up to a quantum, in the callback that read them)
+#   4. the ready callbacks that were queued before stage 3 run: what stages
+#      3-6 schedule runs next turn, after this turn's writes have left
+#   5. ready sources (Pipes still holding frames) are served round-robin, a
+#      quantum each per round, until none has more or the turn's budget
+#      (items and time) is spent
 #   6. end-of-turn hooks (Conn flushes: everything written this turn leaves
 #      before the loop can sleep again)
 # Hooks also run when run()/run_until() start and return, so writes made
@@ -662,7 +665,22 @@ class Loop:
             if not events and self._timers:
                 clock.idle(timeout)
 
-        # Stage 2: fd callbacks.
+        # Stage 2: due timers join the ready queue.
+        timers = self._timers
+        if timers:
+            now = self._now()
+            ready = self._ready
+            while timers and timers[0][0] <= now:
+                th = heapq.heappop(timers)[2]
+                if th._cancelled:
+                    self._cancelled_timers -= 1
+                else:
+                    ready.append(th)
+
+        # Stage 3: fd callbacks. What they schedule with call_soon runs next
+        # turn, after this turn's writes have been flushed (stage 6).
+        ready = self._ready
+        n = len(ready)
         if events:
             fds = self._fds
             dropped = self._dropped
@@ -686,21 +704,7 @@ class Loop:
                 if dropped:
                     dropped.clear()
 
-        # Stage 3: due timers to the ready queue.
-        timers = self._timers
-        if timers:
-            now = self._now()
-            ready = self._ready
-            while timers and timers[0][0] <= now:
-                th = heapq.heappop(timers)[2]
-                if th._cancelled:
-                    self._cancelled_timers -= 1
-                else:
-                    ready.append(th)
-
-        # Stage 4: callbacks queued before this point.
-        ready = self._ready
-        n = len(ready)
+        # Stage 4: the callbacks that were queued before stage 3.
         if n:
             debug = self.debug
             while n:
@@ -718,7 +722,7 @@ class Loop:
                 except BaseException as exc:
                     self.call_exception_handler(exc, h._fn)
 
-        # Stage 5: ready sources, round-robin, one item per source per round.
+        # Stage 5: ready sources, round-robin, a quantum per source per round.
         sources = self._sources
         if sources:
             self._serve_sources(sources)
@@ -730,11 +734,10 @@ class Loop:
     def _serve_sources(self, sources: deque[ReadySource]) -> None:
         left = self.budget
         quantum = self.quantum
-        # The time budget is real time, whatever clock the timers use.
-        deadline = time.monotonic() + self.time_budget
+        deadline = 0.0  # the clock is read only if a second call is needed
         popleft = sources.popleft
         append = sources.append
-        while sources and left > 0:
+        while True:
             alone = len(sources) == 1
             if alone:
                 # Nobody to be fair to: the lone source runs to the budget.
@@ -760,8 +763,13 @@ class Loop:
             elif more:
                 append(src)
             left -= n
-            if time.monotonic() >= deadline:
-                break
+            if not sources or left <= 0:
+                return
+            # The time budget is real time, whatever clock the timers use.
+            if not deadline:
+                deadline = time.monotonic() + self.time_budget
+            elif time.monotonic() >= deadline:
+                return
 
     def _run_timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         t0 = time.perf_counter()

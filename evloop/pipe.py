@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .codec import STOP_BAD, STOP_LARGE
+from .codec import STOP_BAD, STOP_END, STOP_LARGE
 from .conn import LARGE_WRITE, Buffer, Conn, as_buffer
 from .errors import ProtocolError, TruncatedFrameError
 from .loop import Handle
@@ -61,6 +61,10 @@ DEFAULT_MAX_LEN = codec.DEFAULT_MAX_LEN
 # Payloads at least this large are received straight into their own buffer.
 LARGE_PAYLOAD = 64 * 1024
 _pack_header = struct.Struct(">HI").pack
+_unpack_header = struct.Struct(">HI").unpack_from
+# A frame's header and payload are joined into one bytes object below this
+# size rather than handed to writev() as two parts.
+_JOIN_MAX = 2048
 _scan_batch = codec.scan_batch
 # The empty batch, shared by every idle Pipe: only ever replaced, never mutated.
 _NONE: list[int] = []
@@ -93,7 +97,7 @@ class Pipe:
         "conn", "loop", "_w", "_on_frame", "on_error", "on_close", "on_readable",
         "max_len", "batch", "_fast_max",
         "_data", "_chans", "_starts", "_ends", "_pos", "_gate",
-        "_large", "_large_pending", "_large_at", "_error", "_queued",
+        "_large", "_large_pending", "_large_at", "_error", "_queued", "_stopped", "_fresh",
         "frames_in", "frames_out", "payload_in", "payload_out", "__weakref__",
     )  # fmt: skip
 
@@ -135,6 +139,8 @@ class Pipe:
         self._large_at = (-1, 0)  # (channel, stream offset) of that frame
         self._error: BaseException | None = None  # to report after the frames before it
         self._queued = False  # on the loop's ready-source list
+        self._stopped = not conn.reading  # the Conn's reading is paused or over
+        self._fresh = False  # the Conn got bytes since the last scan
         self.frames_in = 0
         self.frames_out = 0
         self.payload_in = 0
@@ -149,7 +155,7 @@ class Pipe:
         # The Conn fills up while a batch waits to be delivered: that is
         # back-pressure, not a stalled reader.
         conn.on_read_limit = _ignore
-        conn.on_stop_reading = self._stop_delivery
+        conn.on_stop_reading = self._on_stop
         conn.on_resume_reading = self._on_resume
         if conn.read_buffered:
             self._on_data(conn)
@@ -179,21 +185,28 @@ class Pipe:
         payload or one over max_len, TypeError for a part that is not
         bytes-like, both before anything is written. Conn errors
         (ConnClosedError, BufferFullError) pass through."""
-        w = self._w
-        tail = w.tail
-        if tail is not None and type(data) is bytes and not more:
-            # Fast path (see WriteBuffer): header and payload appended to the
-            # Conn's open tail, with no call and no intermediate object.
+        if type(data) is bytes and not more:
             n = len(data)
-            size = w.size + HEADER_SIZE + n
-            if size <= w.limit and 0 < n <= self._fast_max:
+            if 0 < n <= self._fast_max:
                 try:
                     header = _pack_header(chan, n)
                 except struct.error:
                     raise self._bad_frame(chan, n) from None
-                tail += header
-                tail += data
-                w.size = size
+                w = self._w
+                tail = w.tail
+                size = w.size + HEADER_SIZE + n
+                if tail is not None and size <= w.limit:
+                    # Fast path (see WriteBuffer): header and payload appended
+                    # to the Conn's open tail, with no call and no new object.
+                    tail += header
+                    tail += data
+                    w.size = size
+                elif n <= _JOIN_MAX:
+                    # The first frame of a turn (it opens the tail), or past
+                    # the watermark: one small join, one Conn call.
+                    self.conn.write(header + data)
+                else:
+                    self.conn.writev((header, data))
                 self.frames_out += 1
                 self.payload_out += n
                 return
@@ -266,7 +279,12 @@ class Pipe:
     def resume_reading(self) -> None:
         self.conn.resume_reading()
 
+    def _on_stop(self) -> None:
+        self._stopped = True
+        self._stop_delivery()
+
     def _on_resume(self) -> None:
+        self._stopped = False
         if self.frames_ready and self._on_frame is not None and not self._queued:
             self._ready()
 
@@ -336,9 +354,10 @@ class Pipe:
             return True  # the batch in hand comes first
         if self._large_pending or self._large is not None or self._error is not None:
             return False
+        self._fresh = False
         conn = self.conn
-        buf, start, end = conn.read_buffer()
-        if end - start < HEADER_SIZE or conn.closed:
+        buf, start, end = conn.read_buffer()  # empty once the Conn is closed
+        if end - start < HEADER_SIZE:
             return False
         chans, starts, ends, pos, need, stop = _scan_batch(
             buf, start, end, self.max_len, LARGE_PAYLOAD, self.batch
@@ -346,6 +365,9 @@ class Pipe:
         if chans:
             self._data = conn.take(0, pos - start)
             self._chans, self._starts, self._ends, self._pos = chans, starts, ends, 0
+            # Stopped by the batch size (not by the end of the complete
+            # frames): the next scan may find more without new bytes.
+            self._fresh = stop != STOP_END
             return True
         if stop == STOP_LARGE:
             chan, n = codec.decode_header(buf, start)
@@ -354,6 +376,7 @@ class Pipe:
                 payload = bytearray(conn.read()[HEADER_SIZE:need])
                 conn.consume(need)
                 self._large = (chan, payload)
+                self._fresh = True  # what follows it may be complete too
                 return True
             self._start_large(chan, n)
             return False
@@ -389,17 +412,51 @@ class Pipe:
         self._ready()
 
     def _on_data(self, conn: Conn) -> None:
+        self._fresh = True
         if self._queued or self._large_pending:
             return
         if self._pos < len(self._chans) or self._large is not None or self._error is not None:
             self._ready()  # not queued: paused, or in pull mode (a reminder)
             return
-        if self._take():
+        cb = self._on_frame
+        if cb is not None and not self._stopped:
+            buf, start, end = conn.read_buffer()
+            avail = end - start
+            if avail > HEADER_SIZE:
+                chan, n = _unpack_header(buf, start)
+                if n == avail - HEADER_SIZE and n < LARGE_PAYLOAD and n <= self.max_len:
+                    # Exactly one frame (every request/response hop): straight
+                    # from the Conn's buffer to on_frame, no batch at all.
+                    payload = conn.take(HEADER_SIZE, n)
+                    self._fresh = False
+                    self.frames_in += 1
+                    self.payload_in += n
+                    try:
+                        cb(chan, payload)
+                    except Exception as exc:
+                        self.loop.call_exception_handler(exc, cb)
+                    return
+        if not self._take():
+            return
+        if self._on_frame is None or self._stopped:
             self._ready()
+            return
+        # Deliver the first run now, in the fd callback that brought it (one
+        # quantum per readiness event); the Loop's fair stage serves the rest.
+        loop = self.loop
+        q = loop.quantum
+        if q > loop.budget:
+            q = loop.budget
+        if self._pos < len(self._chans):
+            self._deliver(q)
+        if self._pos < len(self._chans) or self._large is not None or self._fresh:
+            self._ready()
+        else:
+            self._after_delivery()
 
     def _ready(self) -> None:
         if self._on_frame is not None:
-            if not self._queued and self.conn.reading:
+            if not self._queued and not self._stopped:
                 self._queued = True
                 self.loop.add_ready_source(self)
         elif self._error is not None and not self.frames_ready:
@@ -411,11 +468,10 @@ class Pipe:
     def serve(self, limit: int) -> tuple[int, bool]:
         """Deliver up to `limit` frames to on_frame (called by the Loop's fair
         stage). Returns (delivered, whether complete frames remain)."""
-        conn = self.conn
         done = 0
         try:
             while done < limit:
-                if self._on_frame is None or not conn.reading:
+                if self._on_frame is None or self._stopped:
                     break
                 if self._pos < len(self._chans):
                     done += self._deliver(limit - done)
@@ -430,25 +486,30 @@ class Pipe:
                         cb(chan, data)
                     except Exception as exc:
                         self.loop.call_exception_handler(exc, cb)
-                elif not self._take():
+                elif not self._fresh or not self._take():
                     break
         except BaseException:
             self._queued = False  # the Loop drops a source that raised
             raise
-        if done == limit and self._on_frame is not None and conn.reading:
+        if done == limit and self._on_frame is not None and not self._stopped:
             # The budget ran out: more is known, or may be one scan away.
             if self._pos < len(self._chans) or self._large is not None:
                 return done, True
-            if conn.read_buffered >= HEADER_SIZE and not self._large_pending:
+            if self._fresh and not self._large_pending:
                 return done, True
         self._queued = False
-        if self._pos == len(self._chans) and self._large is None and not conn.closing:
+        self._after_delivery()
+        return done, False
+
+    def _after_delivery(self) -> None:
+        # Everything taken in is out: report an error found after it, or
+        # finish an EOF that was waiting for it.
+        if self._pos == len(self._chans) and self._large is None and not self._stopped:
             if self._error is not None:
                 error, self._error = self._error, None
                 self._fail(error)
-            elif conn.at_eof and self._on_frame is not None:
+            elif self._on_frame is not None and self.conn.at_eof:
                 self._finish_eof()
-        return done, False
 
     def _deliver(self, limit: int) -> int:
         """The per-frame hot path: hand out up to `limit` frames of the batch
@@ -457,6 +518,19 @@ class Pipe:
         k = len(self._chans) - pos
         if k > limit:
             k = limit
+        if k == 1:
+            # One frame (every request/response hop): no iterator machinery.
+            e = self._ends[pos]
+            chan = self._chans[pos]
+            payload = self._data[self._starts[pos] : e]
+            cb1 = self._on_frame
+            assert cb1 is not None
+            self._advance(pos, 1, e)  # counted before the call: never twice
+            try:
+                cb1(chan, payload)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, cb1)
+            return 1
         gate = self._chans[pos : pos + k]  # a copy: _stop_delivery() empties it
         starts: Any = iter(self._starts)
         ends: Any = iter(self._ends)

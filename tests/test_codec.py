@@ -145,6 +145,59 @@ class CodecCases:
         assert s(hdr(1, dml), 0, 6, 1, dml) == ([], [], [], 0, 6 + dml)
         assert s(hdr(1, dml + 1), 0, 6, 1, dml) == ([], [], [], 0, -1)
 
+    # --- scan_batch (the Pipe's batch take) --------------------------------
+
+    def test_batch_offsets_are_relative_and_stop_reasons(self) -> None:
+        b = self.impl.scan_batch
+        data = b"pre" + frame(1, b"\x00") + frame(2, b"\xff\x80") + hdr(3, 5) + b"ab"
+        # Two complete frames, then an incomplete one needing 11 bytes.
+        assert b(data, 3, len(data), 100, 1000, 10) == ([1, 2], [6, 13], [7, 15], 18, 11, 0)
+        assert b(data, 3, 18, 100, 1000, 10) == ([1, 2], [6, 13], [7, 15], 18, 0, 0)
+        assert b(data, 3, 20, 100, 1000, 10) == ([1, 2], [6, 13], [7, 15], 18, 6, 0)
+        # max_frames: stopped by the limit, even right at the end.
+        assert b(data, 3, 18, 100, 1000, 1) == ([1], [6], [7], 10, 0, 1)
+        assert b(data, 3, 18, 100, 1000, 0) == ([], [], [], 3, 0, 1)
+        # A large frame stops the batch, complete or not.
+        assert b(data, 3, 18, 100, 2, 10) == ([1], [6], [7], 10, 8, 2)
+        assert b(data, 3, 18, 100, 1, 10) == ([], [], [], 3, 7, 2)
+        # A bad length: the frames before it, then -1.
+        bad = frame(1, b"a") + hdr(4, 0) + frame(5, b"b")
+        assert b(bad, 0, len(bad), 100, 1000, 10) == ([1], [6], [7], 7, -1, 3)
+        assert b(bad, 7, len(bad), 100, 1000, 10) == ([], [], [], 7, -1, 3)
+        over = hdr(1, 101)
+        assert b(over, 0, 6, 100, 1000, 10) == ([], [], [], 0, -1, 3)
+        # Nothing, and a header cut short.
+        assert b(b"", 0, 0, 100, 1000, 10) == ([], [], [], 0, 0, 0)
+        assert b(b"\x00\x01\x00", 0, 3, 100, 1000, 10) == ([], [], [], 0, 6, 0)
+
+    def test_batch_exactly_one_frame(self) -> None:
+        b = self.impl.scan_batch
+        data = frame(7, b"\x00" * 64)
+        assert b(data, 0, 70, 100, 1000, 10) == ([7], [6], [70], 70, 0, 0)
+        assert b(data, 0, 70, 100, 1000, 1) == ([7], [6], [70], 70, 0, 1)
+        assert b(data, 0, 70, 63, 1000, 10) == ([], [], [], 0, -1, 3)
+        assert b(data, 0, 70, 100, 64, 10) == ([], [], [], 0, 70, 2)
+        assert b(data, 0, 70, 100, 65, 10) == ([7], [6], [70], 70, 0, 0)
+
+    def test_batch_payloads_slice_out_of_the_copied_run(self) -> None:
+        payloads = [bytes([i]) * (i + 1) for i in range(50)] + [b"\x00", b"\xff" * 300]
+        data = b"".join(frame(i, p) for i, p in enumerate(payloads))
+        chans, starts, ends, pos, need, stop = self.impl.scan_batch(
+            bytearray(data), 0, len(data), 1000, 1000, 1000
+        )
+        run = data[:pos]
+        assert [run[s:e] for s, e in zip(starts, ends, strict=True)] == payloads
+        assert chans == list(range(len(payloads))) and (pos, need, stop) == (len(data), 0, 0)
+
+    @pytest.mark.parametrize(
+        "args",
+        [(-1, 5, 10, 10, 1), (0, 99, 10, 10, 1), (3, 2, 10, 10, 1), (0, 5, 0, 10, 1),
+         (0, 5, MAX32 + 1, 10, 1), (0, 5, 10, -1, 1), (0, 5, 10, MAX32 + 1, 1), (0, 5, 10, 10, -1)],
+    )  # fmt: skip
+    def test_batch_bad_arguments(self, args: tuple[int, int, int, int, int]) -> None:
+        with pytest.raises(ValueError):
+            self.impl.scan_batch(b"\x00" * 10, *args)
+
     def test_scan_frames_before_invalid_header_are_returned(self) -> None:
         data = frame(1, b"a") + frame(2, b"bb") + hdr(3, 0) + frame(4, b"d")
         assert self.impl.scan_frames(data, 0, len(data), 10, 10) == (
@@ -528,6 +581,38 @@ def read_stream(impl: object, chunks: list[bytes], max_len: int, max_frames: int
     return log
 
 
+def read_stream_batched(
+    impl: object, chunks: list[bytes], max_len: int, max_frames: int, large: int
+) -> list[tuple]:
+    """A reader like the Pipe's batch take: scan_batch, copy the run of
+    complete frames out in one piece and slice payloads from the copy; a
+    large frame is taken alone once it is whole."""
+    buf = bytearray()
+    log: list[tuple] = []
+    for chunk in chunks:
+        buf += chunk
+        while True:
+            chans, starts, ends, pos, need, stop = impl.scan_batch(
+                buf, 0, len(buf), max_len, large, max_frames
+            )
+            log.append(("scan", len(chans), pos, need, stop))
+            run = bytes(buf[:pos])
+            log.extend(("frame", c, run[a:b]) for c, a, b in zip(chans, starts, ends, strict=True))
+            del buf[:pos]
+            if stop == codec.STOP_BAD:
+                log.append(("bad", impl.decode_header(buf, 0)))
+                return log
+            if stop == codec.STOP_LARGE and len(buf) >= need:
+                log.append(("frame", impl.decode_header(buf, 0)[0], bytes(buf[6:need])))
+                del buf[:need]
+                continue
+            if stop == codec.STOP_LIMIT:
+                continue
+            break
+    log.append(("left", bytes(buf)))
+    return log
+
+
 def model_stream(frames: list[tuple[int, bytes]], tail: bytes, max_len: int) -> list[tuple]:
     """What any correct reader must deliver, ignoring how it was chunked."""
     out: list[tuple] = [("frame", c, p) for c, p in frames]
@@ -601,6 +686,22 @@ def test_streams_identical_across_implementations(stream) -> None:
     assert len({repr(v) for v in logs.values()}) == 1
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([1, 2, 17, 300, MAX32]))
+def test_batched_streams_identical_across_implementations(stream, large) -> None:
+    frames, tail, chunks, max_len, max_frames = stream
+    frames, tail = _valid_prefix_tail(frames, tail, max_len)
+    want = model_stream(frames, tail, max_len)
+    logs = {}
+    for param in IMPLS:
+        impl = param.values[0]
+        assert impl is not None, "C codec required but missing"
+        log = read_stream_batched(impl, chunks, max_len, max_frames, large)
+        assert [e for e in log if e[0] != "scan"] == want
+        logs[param.id] = log
+    assert len({repr(v) for v in logs.values()}) == 1
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_fuzz_random_bytes_identical(seed: int) -> None:
     rng = random.Random(seed)
@@ -624,6 +725,9 @@ def test_fuzz_random_bytes_identical(seed: int) -> None:
         max_len = rng.choice([1, 6, 30, 255, 1 << 20, 64 << 20, MAX32, rng.randrange(1, 1 << 32)])
         results = {repr(i.scan_frames(buf, start, end, max_frames, max_len)) for i in impls}
         assert len(results) == 1, (data, start, end, max_frames, max_len)
+        large = rng.choice([0, 1, 7, 40, 1 << 16, MAX32])
+        results = {repr(i.scan_batch(buf, start, end, max_len, large, max_frames)) for i in impls}
+        assert len(results) == 1, ("batch", data, start, end, max_len, large, max_frames)
         delim = rng.choice(
             [b"\x00", b"\xff", b"\x00\x00", b"\x00\x01\x00", rng.randbytes(rng.randrange(1, 4))]
         )

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 
 import pytest
@@ -609,3 +610,24 @@ def test_random_bytes_over_a_real_socket(data, cuts, max_len):
         else:
             assert rebuilt == data and closes == [None]
         event(f"{len(got) > 0 and 'frames' or 'no frames'}, {errors and 'error' or 'clean'}")
+
+
+@pytest.mark.parametrize("size", [evloop.pipe.LARGE_PAYLOAD, 70_000, 200_000])
+def test_large_frames_read_ahead_whole_then_eof_are_all_delivered(loop, size):
+    # Several large frames that arrive whole in one read are copied out one
+    # by one; the last of them must not be left behind when EOF follows.
+    a_sock, b_sock = socket.socketpair()
+    frames = [struct.pack(">HI", i, size) + bytes([i]) * size for i in range(40)]
+    writer = threading.Thread(target=lambda: (a_sock.sendall(b"".join(frames)), a_sock.close()))
+    got, errors, closes = [], [], []
+    evloop.Pipe(
+        evloop.Conn(loop, b_sock),
+        lambda c, p: got.append((c, len(p), p[:1])),
+        on_error=errors.append,
+        on_close=closes.append,
+    )
+    writer.start()
+    assert loop.run_until(lambda: closes, timeout=20)
+    writer.join(10)
+    assert not errors and closes == [None]
+    assert got == [(i, size, bytes([i])) for i in range(40)]

@@ -91,14 +91,19 @@ _IOV_MAX = 1024
 _MAX_FDS_PER_MSG = 64
 _ANC_BUFSIZE = socket.CMSG_SPACE(_MAX_FDS_PER_MSG * array.array("i").itemsize)
 
-# Read buffers. A first read goes into a small buffer from the pool (shared
-# by every Conn of the process: list.pop/append are atomic, and a buffer is
-# only ever used by the thread that popped it). A read needs at least
-# _MIN_ROOM bytes of free room, else the buffer is compacted or replaced.
-_SMALL_BUF = 16 * 1024
-_POOL_MAX = 256
+# Read buffers. A read goes into a buffer of read_size bytes on loan from a
+# pool shared by every Conn of the process (keyed by size, most recently
+# returned first, so under load every Conn reads into the same cache-hot
+# memory, as a loop-wide buffer would). Once the consumer has had its say,
+# the buffer goes back if it is empty; a few leftover bytes (a frame cut by
+# the read) move to a small exact-size "carry" first; only a consumer that
+# leaves more than that keeps the buffer. list.pop/append are atomic, and a
+# buffer is only ever used by the thread that borrowed it. A read needs at
+# least _MIN_ROOM bytes of free room, else the buffer is compacted or grown.
+_POOL_MAX = 8
+_CARRY_MAX = 4096
 _MIN_ROOM = 4096
-_pool: list[tuple[bytearray, memoryview]] = []
+_pools: dict[int, list[tuple[bytearray, memoryview]]] = {}
 _EMPTY = bytearray()
 # A send failing with one of these means the peer went away; what it sent
 # before may still be unread here. Any other error breaks the stream.
@@ -106,12 +111,23 @@ _PEER_GONE = frozenset((errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno
 _EMPTY_VIEW = memoryview(_EMPTY)
 
 
-def _small_buffer() -> tuple[bytearray, memoryview]:
-    try:
-        return _pool.pop()
-    except IndexError:
-        buf = bytearray(_SMALL_BUF)
-        return buf, memoryview(buf)
+def _borrow(size: int) -> tuple[bytearray, memoryview]:
+    pool = _pools.get(size)
+    if pool:
+        try:
+            return pool.pop()
+        except IndexError:
+            pass  # another thread took the last one
+    buf = bytearray(size)
+    return buf, memoryview(buf)
+
+
+def _give_back(buf: bytearray, view: memoryview) -> None:
+    pool = _pools.get(len(buf))
+    if pool is None:
+        pool = _pools.setdefault(len(buf), [])
+    if len(pool) < _POOL_MAX:
+        pool.append((buf, view))
 
 
 def as_buffer(data: Any) -> bytes | bytearray | memoryview:
@@ -223,7 +239,7 @@ class Conn:
         "on_data", "on_close", "on_eof", "on_pause_writing", "on_resume_writing",
         "on_read_limit", "on_stop_reading", "on_resume_reading",
         "read_size", "read_limit", "high_water", "low_water", "write_cap",
-        "_rbuf", "_rview", "_rstart", "_rend", "_grow", "_reading", "_eof", "_error",
+        "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_eof", "_error",
         "_read_target", "_read_target_fill", "_read_target_cb",
         "_scan_delim", "_scanned",
         "_w", "_flush_scheduled", "_write_paused", "_write_failed", "_shut_wr_requested",
@@ -304,7 +320,6 @@ class Conn:
         self._rview: memoryview | None = None
         self._rstart = 0
         self._rend = 0
-        self._grow = False  # the last read filled the buffer: grow it
         self._reading = start_reading  # wanted by the user (pause/resume)
         self._eof = False
         self._error: BaseException | None = None  # a reset or failed send, reported at close
@@ -404,7 +419,9 @@ class Conn:
 
     def read(self) -> memoryview:
         """The unconsumed bytes, without copying. The view is valid until the
-        next consume(), read_into() or return to the loop."""
+        next consume() or read_into(), and at most until the callback that
+        got it returns: the buffer behind it is reused, by this Conn or
+        another, so copy what you keep."""
         view = self._rview
         if view is None:
             return _EMPTY_VIEW
@@ -602,51 +619,77 @@ class Conn:
             return True
         return self._reading and (self._rend - self._rstart) < self.read_limit
 
+    def _prepare_read(self) -> memoryview:
+        """The read buffer, with at least _MIN_ROOM bytes of free room."""
+        buf = self._rbuf
+        size = self.read_size
+        if buf is None:
+            buf, loaned = _borrow(size)
+            self._rbuf, self._rview = buf, loaned
+            return loaned
+        view = self._rview
+        assert view is not None
+        used = self._rend - self._rstart
+        if len(buf) < size and used <= _CARRY_MAX:
+            # A carry (a frame cut by the last read): into a loaned buffer.
+            nbuf, nview = _borrow(size)
+            nview[0:used] = view[self._rstart : self._rend]
+            self._rbuf, self._rview = nbuf, nview
+            self._rstart, self._rend = 0, used
+            return nview
+        if len(buf) - self._rend < _MIN_ROOM:
+            return self._make_room()
+        if self._rstart and self._rend > len(buf) >> 1 and used < _MIN_ROOM:
+            # Less than half the room is left and little is unconsumed: move
+            # it to the front, so the read gets the whole buffer, not a sliver.
+            view[0:used] = view[self._rstart : self._rend]
+            self._rstart, self._rend = 0, used
+        return view
+
+    def _settle(self) -> None:
+        """After the consumer had its say: give an empty loaned buffer back,
+        or move a few leftover bytes to a carry and give it back; a consumer
+        that leaves more keeps the buffer."""
+        buf = self._rbuf
+        if buf is None:
+            return
+        view = self._rview
+        assert view is not None
+        used = self._rend - self._rstart
+        if used == 0:
+            self._rbuf = self._rview = None
+            self._rstart = self._rend = 0
+            if len(buf) == self.read_size:
+                _give_back(buf, view)
+        elif used <= _CARRY_MAX and len(buf) == self.read_size:
+            carry = bytearray(view[self._rstart : self._rend])
+            self._rbuf, self._rview = carry, memoryview(carry)
+            self._rstart, self._rend = 0, used
+            _give_back(buf, view)
+
     def _on_readable(self) -> None:
         target = self._read_target
         if target is not None:
             return self._read_direct(target)
-        buf = self._rbuf
-        if buf is None:
-            try:
-                buf, self._rview = _pool.pop()
-            except IndexError:
-                buf, self._rview = _small_buffer()
-            self._rbuf = buf
-        elif self._grow or len(buf) - self._rend < _MIN_ROOM:
-            buf = self._make_room()
-        elif self._rstart and self._rend > len(buf) >> 1 and self._rend - self._rstart < _MIN_ROOM:
-            # Less than half the room is left and little is unconsumed (a
-            # partial frame, say): move it to the front, so the read gets the
-            # whole buffer rather than a sliver of it.
-            used = self._rend - self._rstart
-            view = self._rview
-            assert view is not None
-            view[0:used] = view[self._rstart : self._rend]
-            self._rstart, self._rend = 0, used
+        view = self._prepare_read()
         rend = self._rend
-        room = len(buf) - rend
-        assert self._rview is not None
         try:
-            n = self._recv_into(self._rview[rend:])
+            n = self._recv_into(view[rend:])
         except (BlockingIOError, InterruptedError):
-            return self._release_idle_buffer(0, room)
+            return self._settle()
         except FdPassingError as exc:
             return self._fatal(exc)
         except OSError as exc:
+            self._settle()
             return self._read_failed(exc)
         if n == 0:
-            self._release_idle_buffer(0, room)
+            self._settle()
             return self._on_peer_eof()
         self._rend = rend + n
         self.bytes_in += n
         self.reads += 1
         if self._idle is not None:
             self._last_io = self.loop.time()
-        if n == room and len(buf) < self.read_size:
-            # The read filled the buffer: the kernel likely holds more. Grow
-            # toward read_size before the next read (fewer, larger reads).
-            self._grow = True
         left = self._rend - self._rstart
         if left >= self.read_limit:
             self._update_events()
@@ -657,64 +700,40 @@ class Conn:
             except Exception as exc:
                 self.loop.call_exception_handler(exc, cb)
         if self._rstart == self._rend:
-            # All consumed (the usual case): give a small buffer back unless
-            # this read filled it, since more is coming.
-            if room != n and len(buf) == _SMALL_BUF and self._rbuf is buf:
-                view = self._rview
+            # All consumed, the usual case: the buffer goes back to the pool.
+            buf = self._rbuf
+            if buf is not None:
+                rview = self._rview
                 self._rbuf = self._rview = None
-                if len(_pool) < _POOL_MAX and view is not None:
-                    _pool.append((buf, view))
-            else:
-                self._release_idle_buffer(n, room)
-        elif self._rend - self._rstart >= self.read_limit and not self._closing:
-            if self._rend - self._rstart == left:
+                self._rstart = self._rend = 0
+                if len(buf) == self.read_size:
+                    assert rview is not None
+                    _give_back(buf, rview)
+        else:
+            if left >= self.read_limit and not self._closing and self._rend - self._rstart == left:
                 self._stalled(left)  # read_limit bytes and the consumer took none
+            self._settle()
 
-    def _release_idle_buffer(self, n: int, room: int) -> None:
-        # Everything was consumed: hand a small buffer back to the pool unless
-        # this read filled it (more is coming), and drop a large one once the
-        # flow slowed to a quarter of it.
-        buf = self._rbuf
-        if buf is None or self._rend != self._rstart:
-            return
-        size = len(buf)
-        if size == _SMALL_BUF:
-            if n == room:
-                return
-            if len(_pool) < _POOL_MAX:
-                assert self._rview is not None
-                _pool.append((buf, self._rview))
-        elif n > size // 4:
-            return
-        self._rbuf = self._rview = None
-        self._grow = False
-
-    def _make_room(self) -> bytearray:
+    def _make_room(self) -> memoryview:
         assert self._rbuf is not None and self._rview is not None
         used = self._rend - self._rstart
         size = len(self._rbuf)
         old_view = self._rview
-        if self._grow and size < self.read_size:
-            size = min(size * 4, self.read_size)
-        elif self._rstart and size - used >= _MIN_ROOM:
-            # Compact: move the partial tail to the front (memmove-safe).
+        if self._rstart and size - used >= _MIN_ROOM:
+            # Compact: move the unconsumed bytes to the front (memmove-safe).
             old_view[0:used] = old_view[self._rstart : self._rend]
             self._rstart, self._rend = 0, used
-            return self._rbuf
-        else:
-            # Full of unconsumed data: grow (double).
-            size = max(size * 2, used + _MIN_ROOM)
-        self._grow = False
-        # A new buffer, never a resize: the consumer may still hold a view
-        # of the old one.
-        new = bytearray(size)
-        new[:used] = old_view[self._rstart : self._rend]
-        if len(self._rbuf) == _SMALL_BUF and len(_pool) < _POOL_MAX:
-            _pool.append((self._rbuf, old_view))
-        self._rbuf = new
-        self._rview = memoryview(new)
+            return old_view
+        # Full of unconsumed data: a buffer twice the size. A new one, never a
+        # resize: the consumer may still hold a view of the old one.
+        new = bytearray(max(size * 2, used + _MIN_ROOM, self.read_size))
+        view = memoryview(new)
+        view[:used] = old_view[self._rstart : self._rend]
+        if size == self.read_size:
+            _give_back(self._rbuf, old_view)
+        self._rbuf, self._rview = new, view
         self._rstart, self._rend = 0, used
-        return new
+        return view
 
     def _read_direct(self, target: memoryview) -> None:
         fill = self._read_target_fill
@@ -725,29 +744,26 @@ class Conn:
         # the next headers too (unless read-side back-pressure says stop).
         ahead = None
         if self._rend - self._rstart < self.read_limit and not self._receive_fds:
-            if self._rbuf is None:
-                self._rbuf, self._rview = _small_buffer()
-            elif self._grow or len(self._rbuf) - self._rend < _MIN_ROOM:
-                self._make_room()
-            assert self._rview is not None
-            ahead = self._rview[self._rend :]
-        room = len(ahead) if ahead is not None else 0
+            ahead = self._prepare_read()[self._rend :]
         try:
             if ahead is not None:
                 n = os.readv(self._fd, [view, ahead])
             else:
                 n = self._recv_into(view)
         except (BlockingIOError, InterruptedError):
+            self._settle()
             return
         except FdPassingError as exc:
             return self._fatal(exc)
         except OSError as exc:
+            self._settle()
             return self._read_failed(exc)
         finally:
             view.release()
             if ahead is not None:
                 ahead.release()
         if n == 0:
+            self._settle()
             return self._on_peer_eof()
         self.bytes_in += n
         self.reads += 1
@@ -755,13 +771,10 @@ class Conn:
             self._last_io = self.loop.time()
         if n < want:
             self._read_target_fill = fill + n
+            self._settle()
             return
         if n > want:
-            extra = n - want
-            assert self._rbuf is not None
-            if extra == room and len(self._rbuf) < self.read_size:
-                self._grow = True
-            self._rend += extra
+            self._rend += n - want
         cb = self._read_target_cb
         self._read_target = self._read_target_cb = None
         self._read_target_fill = 0
@@ -776,6 +789,8 @@ class Conn:
             and not self._closed
         ):
             self._call_on_data()  # the read-ahead is news to the consumer
+        if not self._closed:
+            self._settle()
 
     def _read_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.ECONNRESET, errno.EPIPE):
@@ -1249,8 +1264,11 @@ class Conn:
                 os.close(self._fds_in.popleft())
         self._read_target = None
         self._read_target_cb = None
+        buf, view = self._rbuf, self._rview
         self._rbuf = self._rview = None
         self._rstart = self._rend = 0
+        if buf is not None and view is not None and len(buf) == self.read_size:
+            _give_back(buf, view)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

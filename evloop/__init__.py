@@ -4,6 +4,7 @@ worker processes for Python on Linux. See README.md."""
 from __future__ import annotations
 
 from .conn import Conn, ConnStatistics
+from .daemon import run_daemon
 from .errors import (
     BufferFullError,
     CancelledError,
@@ -31,7 +32,15 @@ from .future import Future
 from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
 from .pipe import DEFAULT_MAX_LEN, HEADER_SIZE, Pipe, PipeStatistics
 from .pool import Pool, PoolStatistics, Reply, Request, serve
-from .server import Server, conn_pair, connect_tcp, connect_unix, listen_tcp, listen_unix
+from .server import (
+    Server,
+    ServerStatistics,
+    conn_pair,
+    connect_tcp,
+    connect_unix,
+    listen_tcp,
+    listen_unix,
+)
 from .spawn import Worker, spawn
 
 __version__ = "0.1.0"
@@ -40,7 +49,7 @@ __all__ = [
     "Loop", "Handle", "TimerHandle", "LoopStatistics", "EVENT_READ", "EVENT_WRITE",
     "Conn", "ConnStatistics", "Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN",
     "spawn", "Worker", "Pool", "Request", "PoolStatistics", "serve", "Reply",
-    "Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
+    "Server", "ServerStatistics", "run_daemon", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
     "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",

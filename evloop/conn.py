@@ -243,7 +243,7 @@ class Conn:
         "_read_target", "_read_target_fill", "_read_target_cb",
         "_scan_delim", "_scanned",
         "_w", "_flush_scheduled", "_write_paused", "_write_failed", "_shut_wr_requested",
-        "_write_shut", "_writable_waiters", "_fds_in", "_wfd_chunks",
+        "_write_shut", "_writable_waiters", "_close_waiters", "_fds_in", "_wfd_chunks",
         "_closing", "_closed", "_close_reason", "_events",
         "_idle", "_idle_timer", "_last_io",
         "bytes_in", "bytes_out", "reads", "writes", "sends", "writes_dropped",
@@ -337,6 +337,7 @@ class Conn:
         self._shut_wr_requested = False
         self._write_shut = False
         self._writable_waiters: list[Handle] | None = None
+        self._close_waiters: list[Callable[[], Any]] | None = None
         self._fds_in: deque[int] | None = None
         self._wfd_chunks = 0  # _FdChunk items in the write queue
         self._closing = False
@@ -994,6 +995,17 @@ class Conn:
                 if not h.cancelled:
                     loop.call_soon(h._fn)
 
+    def when_closed(self, fn: Callable[[], Any]) -> None:
+        """Call fn() from a loop callback once the Conn is closed (soon, if it
+        already is), after on_close: for an owner (a Server shutting down)
+        that must learn of the close without taking on_close."""
+        if self._closed:
+            self.loop.call_soon(fn)
+        elif self._close_waiters is None:
+            self._close_waiters = [fn]
+        else:
+            self._close_waiters.append(fn)
+
     def flush(self) -> None:
         """Hand what is buffered to the kernel now instead of at the end of
         the turn (a worker that computes for long inside one callback can
@@ -1274,8 +1286,13 @@ class Conn:
             self._idle_timer = None
         self.loop.disown(self)
         self._stop_consumer()
-        if self.on_close is not None and not self.loop.closed:
-            self.loop.call_soon(self.on_close, reason)
+        if not self.loop.closed:
+            if self.on_close is not None:
+                self.loop.call_soon(self.on_close, reason)
+            if self._close_waiters is not None:
+                for fn in self._close_waiters:
+                    self.loop.call_soon(fn)
+        self._close_waiters = None
         self._wake_writable_waiters()
         # Nothing will be called any more: drop the callbacks, which usually
         # refer back to whatever refers to this Conn (its Pipe, a protocol),

@@ -8,6 +8,13 @@
 # listening socket and tries again after `emfile_retry` seconds: a level-
 # triggered listener that cannot accept would otherwise spin the loop at 100%.
 #
+# A Server remembers the Conns it accepted (weakly: a closed Conn nobody
+# holds is gone), so that shutdown() can stop accepting, ask each live Conn
+# to finish (by default close(): flush what is queued, then close), and abort
+# whatever is still open at the deadline. The Conns are made by
+# `conn_factory(loop, sock, **conn_kwargs)`, Conn by default, so a TLS or
+# protocol-specific subclass plugs in.
+#
 # connect_*() is non-blocking: the socket is connected with connect_ex(), the
 # Conn is handed over once EPOLLOUT reports the result (SO_ERROR), and a timer
 # turns a connect that takes too long into a ConnectError.
@@ -16,22 +23,37 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .conn import Conn
 from .errors import ConnectError
 from .loop import EVENT_READ, EVENT_WRITE, Loop, TimerHandle
 
-__all__ = ["Server", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair"]
+__all__ = [
+    "Server", "ServerStatistics", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix",
+    "conn_pair",
+]  # fmt: skip
 
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+@dataclass(frozen=True)
+class ServerStatistics:
+    accepted: int  # connections accepted in all
+    live: int  # accepted Conns not closed yet
+    resource_errors: int  # accepts that failed for lack of fds or memory
+    accepting: bool
+
+
 class Server:
     """A listening socket on a Loop; on_conn(conn) is called for each accepted
-    connection, with the Conn built by `conn_factory(loop, sock)` (default:
-    Conn(loop, sock, **conn_kwargs))."""
+    connection, with the Conn built by `conn_factory(loop, sock,
+    **conn_kwargs)` (default: Conn). conn_kwargs go to every Conn (for
+    example read_limit, high_water, idle_timeout). A context manager:
+    leaving the block closes the listening socket."""
 
     def __init__(
         self,
@@ -42,17 +64,23 @@ class Server:
         accept_batch: int = 256,
         emfile_retry: float = 0.1,
         conn_kwargs: dict[str, Any] | None = None,
+        conn_factory: Callable[..., Conn] | None = None,
         on_accept_error: Callable[[OSError], Any] | None = None,
     ):
         sock.setblocking(False)
         self.loop = loop
         self._sock: socket.socket | None = sock
+        self._name = _describe(sock)
         self.on_conn = on_conn
         self.accept_batch = accept_batch
         self.emfile_retry = emfile_retry
         self.conn_kwargs = conn_kwargs or {}
+        self.conn_factory: Callable[..., Conn] = conn_factory or Conn
         self.on_accept_error = on_accept_error
         self._retry: TimerHandle | None = None
+        self._conns: weakref.WeakSet[Conn] = weakref.WeakSet()
+        self._shutdown_timer: TimerHandle | None = None
+        self._shutdown_callbacks: list[Callable[[Server], Any]] | None = None
         self.accepted = 0
         self.resource_errors = 0
         self._unlink_path: str | None = None
@@ -97,10 +125,11 @@ class Server:
                 return
             self.accepted += 1
             try:
-                conn = Conn(self.loop, conn_sock, **self.conn_kwargs)
+                conn = self.conn_factory(self.loop, conn_sock, **self.conn_kwargs)
             except BaseException:
                 conn_sock.close()
                 raise
+            self._conns.add(conn)
             self.on_conn(conn)
 
     def _back_off(self) -> None:
@@ -113,8 +142,59 @@ class Server:
         if self._sock is not None:
             self.loop.register(self._sock.fileno(), EVENT_READ, self._on_readable)
 
+    def connections(self) -> list[Conn]:
+        """The accepted Conns that are not closed yet."""
+        return [c for c in self._conns if not c.closed]
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(
+            self.accepted, len(self.connections()), self.resource_errors, self.accepting
+        )
+
+    def shutdown(
+        self,
+        deadline: float = 10.0,
+        callback: Callable[[Server], Any] | None = None,
+        *,
+        drain: Callable[[Conn], Any] | None = None,
+    ) -> None:
+        """Stop accepting now, ask every live accepted Conn to finish with
+        drain(conn) (default: conn.close(), which flushes what is queued and
+        then closes), and abort those still open after `deadline` seconds.
+        callback(server) runs once every accepted Conn is closed."""
+        if callback is not None:
+            if self._shutdown_callbacks is None:
+                self._shutdown_callbacks = []
+            self._shutdown_callbacks.append(callback)
+        if self._shutdown_timer is not None:
+            return  # already shutting down: the callback joins the wait
+        self.close()
+        for conn in self.connections():
+            conn.when_closed(self._conn_gone)
+            try:
+                (drain or Conn.close)(conn)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, drain)
+                conn.abort(exc)
+        self._shutdown_timer = self.loop.call_later(deadline, self._shutdown_expired)
+        self._conn_gone()
+
+    def _conn_gone(self) -> None:
+        if self._shutdown_timer is None or self.connections():
+            return
+        self._shutdown_timer.cancel()
+        callbacks, self._shutdown_callbacks = self._shutdown_callbacks or [], []
+        for fn in callbacks:
+            self.loop.call_soon(fn, self)
+
+    def _shutdown_expired(self) -> None:
+        for conn in self.connections():
+            conn.abort()
+        self._conn_gone()
+
     def close(self) -> None:
-        """Stop listening and close the socket (accepted Conns live on)."""
+        """Stop listening and close the socket (accepted Conns live on: see
+        shutdown())."""
         sock, self._sock = self._sock, None
         if sock is None:
             return
@@ -138,6 +218,26 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        state = (
+            "closed" if self._sock is None else ("listening" if self.accepting else "backing off")
+        )
+        return (
+            f"<Server {self._name} {state} accepted={self.accepted} live={len(self.connections())}>"
+        )
+
+
+def _describe(sock: socket.socket) -> str:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return "?"
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name or '(unnamed)'}"
+    if sock.family == socket.AF_INET6:
+        return f"[{name[0]}]:{name[1]}"
+    return f"{name[0]}:{name[1]}"
+
 
 def listen_tcp(
     loop: Loop,
@@ -149,7 +249,9 @@ def listen_tcp(
     reuse_port: bool = False,
     **kwargs: Any,
 ) -> Server:
-    """Listen on host:port (port 0 picks a free one: see Server.port)."""
+    """Listen on host:port (port 0 picks a free one: see Server.port). The
+    keyword arguments go to Server: conn_kwargs (for every accepted Conn),
+    conn_factory, accept_batch, emfile_retry, on_accept_error."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, type_, proto, _, addr = infos[0]
     sock = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evloop.bench import __main__ as harness
-from evloop.bench import ceiling, report
-from evloop.bench.aio_frames import BufferedFrames, ChunkProtocol, Handler
-from evloop.bench.common import (
+from evlbench import __main__ as harness
+from evlbench import ceiling, report
+from evlbench.aio_frames import BufferedFrames, ChunkProtocol, Handler
+from evlbench.common import (
     HEADER,
     SYSTEMS,
     Latency,

@@ -9,16 +9,18 @@ import sys
 
 import pytest
 
+from evlbench.common import child_env
+
 
 @pytest.mark.timeout(240)
 def test_bench_quick_runs_every_system_and_workload(tmp_path):
     out_json = tmp_path / "results.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "evloop.bench", "--quick",
+            sys.executable, "-m", "evlbench", "--quick",
             "--json", str(out_json), "--png", str(tmp_path / "chart.png"),
         ],
-        capture_output=True, text=True, timeout=230,
+        capture_output=True, text=True, timeout=230, env=child_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out_json.read_text())

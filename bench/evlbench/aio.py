@@ -1,4 +1,4 @@
-# evloop/bench/aio.py
+# bench/evlbench/aio.py
 #
 # The asyncio peers, each on the default selector loop or on uvloop (opts
 # loop="asyncio" | "uvloop"):
@@ -44,7 +44,7 @@ from .common import (
     rtt_warmup,
 )
 
-MODULE = "evloop.bench.aio"
+MODULE = "evlbench.aio"
 T = TypeVar("T")
 
 

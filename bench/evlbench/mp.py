@@ -1,4 +1,4 @@
-# evloop/bench/mp.py
+# bench/evlbench/mp.py
 #
 # The multiprocessing peer: multiprocessing.connection.Connection wrapped
 # around each end of the socketpair, one frame (header + payload) per
@@ -32,7 +32,7 @@ from .common import (
     rtt_warmup,
 )
 
-MODULE = "evloop.bench.mp"
+MODULE = "evlbench.mp"
 
 
 def _connection(sock: socket.socket) -> Connection:

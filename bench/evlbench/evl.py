@@ -1,4 +1,4 @@
-# evloop/bench/evl.py
+# bench/evlbench/evl.py
 #
 # evloop's side of the benchmark: the three workloads written the way an
 # application would use evloop, with its default settings (or a given
@@ -19,7 +19,8 @@ import socket
 import time
 from typing import Any
 
-from .. import Conn, Loop, Pipe
+from evloop import Conn, Loop, Pipe
+
 from .common import (
     CHANNEL,
     HEADER_SIZE,
@@ -36,7 +37,7 @@ from .common import (
     rtt_warmup,
 )
 
-MODULE = "evloop.bench.evl"
+MODULE = "evlbench.evl"
 _LABEL = "evloop"
 
 
@@ -129,7 +130,7 @@ def echo_worker(loop: Loop, pipe: Pipe) -> None:
 
 
 def rtt(count: int, *, budget: int | None = None) -> Latency:
-    from ..spawn import spawn
+    from evloop import spawn
 
     request = payload(RTT_SIZE)
     warmup = rtt_warmup(count)
@@ -174,13 +175,13 @@ def rtt(count: int, *, budget: int | None = None) -> Latency:
 
 def pool_worker(loop: Loop, pipe: Pipe) -> None:
     """A pool worker: each request's reply is the request itself."""
-    from ..pool import serve
+    from evloop import serve
 
     serve(loop, pipe, bytes)
 
 
 def pool(workers: int, requests: int, window: int, *, budget: int | None = None) -> PoolResult:
-    from ..pool import Pool, Request
+    from evloop import Pool, Request
 
     filler = request_filler()
     state = {"sent": 0, "completed": 0, "start": 0.0, "seconds": 0.0}

@@ -1,6 +1,6 @@
-# evloop/bench/ceiling.py
+# bench/evlbench/ceiling.py
 #
-# The C ceiling: csrc/bench_ceiling.c, plain blocking reads and writes with
+# The C ceiling: bench/ceiling.c, plain blocking reads and writes with
 # no event loop, is what this machine's AF_UNIX socketpair can do for our
 # frame format. It is compiled with `cc -O2` (or $CC) into build/bench/ of the
 # source tree when the binary is missing or older than the source, and run
@@ -16,10 +16,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .common import PACKAGE_ROOT, RTT_SIZE, Latency, PoolResult, Throughput, Unsupported
+from .common import BENCH_ROOT, REPO_ROOT, RTT_SIZE, Latency, PoolResult, Throughput, Unsupported
 
-SOURCE = PACKAGE_ROOT / "csrc" / "bench_ceiling.c"
-BINARY = PACKAGE_ROOT / "build" / "bench" / "bench_ceiling"
+SOURCE = BENCH_ROOT / "ceiling.c"
+BINARY = REPO_ROOT / "build" / "bench" / "ceiling"
 RUN_TIMEOUT = 600.0  # the harness's own per-measurement timeout is the real bound
 
 

@@ -1,11 +1,11 @@
-# evloop/bench/__main__.py
+# bench/evlbench/__main__.py
 #
-# The harness: `python -m evloop.bench` (also `evloop-bench`, `make bench`).
+# The harness: `python -m evlbench` (also `evloop-bench`, `make bench`).
 # It measures every selected workload on every selected system in one run,
 # then prints the table with evloop's ratio to each system and the target
 # lines, and writes the JSON record and the chart.
 #
-# Each measurement runs in a process of its own (evloop.bench.measure) in a
+# Each measurement runs in a process of its own (evlbench.measure) in a
 # new session, under a hard timeout: a system that hangs or crashes is killed
 # with its whole process group, recorded as failed, and the run moves on.
 # Systems are imported here only once selected, so evloop's runners failing to
@@ -35,7 +35,6 @@ from typing import Any
 
 from . import report
 from .common import (
-    PACKAGE_ROOT,
     SIZES,
     SYSTEMS,
     WORKLOADS,
@@ -43,6 +42,7 @@ from .common import (
     Measurement,
     Result,
     Throughput,
+    child_env,
     parse_size,
     result_from_dict,
     size_label,
@@ -58,7 +58,7 @@ def _comma_list(text: str) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m evloop.bench",
+        prog="python -m evlbench",
         description="End-to-end framed-pipe benchmark: evloop against asyncio, uvloop, "
         "multiprocessing and a C ceiling, on this machine, in one run.",
     )
@@ -161,13 +161,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # --- running one measurement -------------------------------------------------------
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + path if path else "")
-    return env
-
-
 def _wait_exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     """Wait until proc exits or timeout passes, without reaping it: while it
     is a zombie its pid, which is also its process group's id, cannot be
@@ -202,14 +195,14 @@ def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="evloop-bench-") as tmp:
         out = Path(tmp) / "result.json"
         log_path = Path(tmp) / "log"
-        argv = [sys.executable, "-m", "evloop.bench.measure", json.dumps(spec), str(out)]
+        argv = [sys.executable, "-m", "evlbench.measure", json.dumps(spec), str(out)]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_child_env(),
+                env=child_env(),
                 start_new_session=True,
             )
             try:

@@ -1,8 +1,8 @@
-# evloop/bench/measure.py
+# bench/evlbench/measure.py
 #
 # One measurement in a process of its own. The harness starts
 #
-#   python -m evloop.bench.measure SPEC_JSON OUT_PATH
+#   python -m evlbench.measure SPEC_JSON OUT_PATH
 #
 # in a new session, so that on its hard timeout it can kill this process and
 # every child it started with one killpg(); a system that hangs, crashes or

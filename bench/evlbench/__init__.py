@@ -1,6 +1,6 @@
-# evloop/bench/__init__.py
+# bench/evlbench/__init__.py
 #
-# The end-to-end benchmark: `python -m evloop.bench` (or `evloop-bench`, or
+# The end-to-end benchmark: `python -m evlbench` (or `evloop-bench`, or
 # `make bench`) measures evloop against its peers on this machine in one run
 # and prints evloop's ratio to each. The pieces:
 #

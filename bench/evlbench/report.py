@@ -1,4 +1,4 @@
-# evloop/bench/report.py
+# bench/evlbench/report.py
 #
 # Everything the benchmark shows a person: the machine it ran on, the table
 # of figures with evloop's ratio to each system, the target lines, the JSON

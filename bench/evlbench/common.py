@@ -1,4 +1,4 @@
-# evloop/bench/common.py
+# bench/evlbench/common.py
 #
 # What every system in the benchmark shares: the wire format, the payloads,
 # the result types, the registry of systems, and the helpers that start and
@@ -17,7 +17,7 @@
 # before measuring, so that a missing dependency costs one line, not a run.
 #
 # A module that spawns children with spawn_child() defines
-# `child(role, fd, **params)`; evloop.bench.worker calls it in the child.
+# `child(role, fd, **params)`; evlbench.worker calls it in the child.
 #
 # Every socketpair in the benchmark keeps the kernel's default buffer sizes
 # (no SO_SNDBUF/SO_RCVBUF tuning anywhere), so every system sees the same pipe.
@@ -224,14 +224,14 @@ def result_from_dict(workload: str, data: dict[str, Any]) -> Result:
 
 # name -> (module path, opts passed to every workload function)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "evloop": ("evloop.bench.evl", {}),
-    "evloop-budget1": ("evloop.bench.evl", {"budget": 1}),
-    "asyncio-streams": ("evloop.bench.aio", {"loop": "asyncio", "api": "streams"}),
-    "asyncio-protocol": ("evloop.bench.aio", {"loop": "asyncio", "api": "protocol"}),
-    "uvloop-streams": ("evloop.bench.aio", {"loop": "uvloop", "api": "streams"}),
-    "uvloop-protocol": ("evloop.bench.aio", {"loop": "uvloop", "api": "protocol"}),
-    "multiprocessing": ("evloop.bench.mp", {}),
-    "c": ("evloop.bench.ceiling", {}),
+    "evloop": ("evlbench.evl", {}),
+    "evloop-budget1": ("evlbench.evl", {"budget": 1}),
+    "asyncio-streams": ("evlbench.aio", {"loop": "asyncio", "api": "streams"}),
+    "asyncio-protocol": ("evlbench.aio", {"loop": "asyncio", "api": "protocol"}),
+    "uvloop-streams": ("evlbench.aio", {"loop": "uvloop", "api": "streams"}),
+    "uvloop-protocol": ("evlbench.aio", {"loop": "uvloop", "api": "protocol"}),
+    "multiprocessing": ("evlbench.mp", {}),
+    "c": ("evlbench.ceiling", {}),
 }
 EVLOOP = "evloop"  # the system whose ratios the table shows
 UVLOOP_SYSTEMS = ("uvloop-streams", "uvloop-protocol")
@@ -239,9 +239,22 @@ UVLOOP_SYSTEMS = ("uvloop-streams", "uvloop-protocol")
 
 # --- children --------------------------------------------------------------
 
-# The directory holding the `evloop` package, put first on the children's
-# path so `-m evloop.bench.worker` finds this very tree whatever the cwd.
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# bench/ (the directory holding the `evlbench` package) and the source tree
+# above it (holding `evloop`), put first on every child's path so that
+# `-m evlbench.worker` finds this very tree whatever the cwd.
+BENCH_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = BENCH_ROOT.parent
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process: ours, with bench/ and the source
+    tree first on PYTHONPATH."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(BENCH_ROOT), str(REPO_ROOT)] + ([path] if path else [])
+    )
+    return env
 
 
 def spawn_child(module: str, role: str, fd: int, **params: Any) -> subprocess.Popen[bytes]:
@@ -249,10 +262,8 @@ def spawn_child(module: str, role: str, fd: int, **params: Any) -> subprocess.Po
     with `fd` (one end of a socketpair) passed down under the same number. A
     fresh interpreter rather than a fork: forking a process that has an event
     loop is unfair to some systems and unsafe for others."""
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(PACKAGE_ROOT) + (os.pathsep + path if path else "")
-    argv = [sys.executable, "-m", "evloop.bench.worker", module, role, str(fd), json.dumps(params)]
+    env = child_env()
+    argv = [sys.executable, "-m", "evlbench.worker", module, role, str(fd), json.dumps(params)]
     return subprocess.Popen(argv, pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
 
 

@@ -1,17 +1,19 @@
 # bench/evlbench/__main__.py
 #
-# The harness: `python -m evlbench` (also `evloop-bench`, `make bench`).
-# It measures every selected workload on every selected system in one run,
-# then prints the table with evloop's ratio to each system and the target
+# The harness: `make bench`, or `PYTHONPATH=bench python -m evlbench` from
+# the source tree. It measures every selected workload on every selected
+# system that takes part in it, N times, in one run; then prints one table
+# per workload and case with the median of the repeats, their spread
+# (min-max) and evloop's ratio to each system (from the medians), the target
 # lines, and writes the JSON record and the chart.
 #
-# Each measurement runs in a process of its own (evlbench.measure) in a
-# new session, under a hard timeout: a system that hangs or crashes is killed
+# Each measurement runs in a process of its own (evlbench.measure) in a new
+# session, under a hard timeout: a system that hangs or crashes is killed
 # with its whole process group, recorded as failed, and the run moves on.
-# Systems are imported here only once selected, so evloop's runners failing to
-# import is one clear error, not the end of the run. The cells are measured in
-# order workload, size, repeat, system, so with --repeat the systems
-# alternate and a burst of noise on the machine hurts them alike.
+# Systems are imported here only once selected, so evloop's runners failing
+# to import is one clear error, not the end of the run. The cells are
+# measured in the order workload, case, repeat, system: the systems
+# alternate, so a burst of noise on the machine hurts them alike.
 #
 # Exit status: 0 when every requested measurement ran (a skipped or
 # unsupported one is fine), 1 when a system failed to load, crashed or timed
@@ -34,33 +36,44 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .common import (
-    SIZES,
-    SYSTEMS,
-    WORKLOADS,
-    Latency,
-    Measurement,
-    Result,
-    Throughput,
-    child_env,
-    parse_size,
-    result_from_dict,
-    size_label,
-)
+from .common import Measurement, Result, child_env, parse_size
+from .registry import SYSTEMS, WORKLOADS, systems_for
 
-DEFAULTS = {"duration": 2.0, "count": 20000, "requests": 50000}
-QUICK = {"duration": 0.1, "count": 300, "requests": 1000}
+# (full run, --quick); --quick runs every workload and system with tiny counts.
+DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "repeat": (3, 1),
+    "duration": (1.0, 0.1),
+    "sizes": ([64, 1024, 64 * 1024, 1 << 20], [64, 1 << 20]),
+    "recv_sizes": ([64, 1024], [64, 1024]),
+    "send_sizes": ([64, 1024], [64, 1024]),
+    "many_conns": ([1, 10, 100, 1000], [1, 10]),
+    "many_frames": (300_000, 5_000),
+    "many_duration": (0.5, 0.1),
+    "memory_conns": (10_000, 200),
+    "count": (10_000, 300),
+    "requests": (50_000, 1_000),
+}
+# Workloads whose cells need the C peers (bench/cpeer.c).
+CPEER_WORKLOADS = ("recv", "send", "many")
 
 
 def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _sizes(text: str) -> list[int]:
+    return [parse_size(s) for s in _comma_list(text)]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(s) for s in _comma_list(text)]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m evlbench",
-        description="End-to-end framed-pipe benchmark: evloop against asyncio, uvloop, "
-        "multiprocessing and a C ceiling, on this machine, in one run.",
+        description="evloop against asyncio, uvloop, multiprocessing, plain Python and C, "
+        "on this machine, in one run: medians of N repeats with their spread.",
     )
     p.add_argument(
         "--workloads",
@@ -75,60 +88,78 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma list of {','.join(SYSTEMS)} (default: all)",
     )
     p.add_argument(
-        "--sizes",
-        type=_comma_list,
-        default=None,
-        help="throughput frame sizes, e.g. 64,1K,64K,1M (default: all four)",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help=f"seconds per throughput measurement (default {DEFAULTS['duration']:g})",
-    )
-    p.add_argument(
-        "--count", type=int, default=None, help=f"rtt round trips (default {DEFAULTS['count']})"
-    )
-    p.add_argument(
-        "--requests",
-        type=int,
-        default=None,
-        help=f"pool requests (default {DEFAULTS['requests']})",
-    )
-    p.add_argument("--workers", type=int, default=4, help="pool worker processes (default 4)")
-    p.add_argument(
-        "--window", type=int, default=32, help="pool requests outstanding per worker (default 32)"
-    )
-    p.add_argument(
         "--repeat",
         type=int,
-        default=1,
-        help="run each measurement N times, keep the best (default 1)",
+        help="runs of each measurement; the table shows "
+        "their median and min-max (default 3; --quick 1)",
     )
     p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: tiny durations and counts, every system and workload still exercised",
+        "--quick", action="store_true", help="smoke run: every workload and system with tiny counts"
     )
-    p.add_argument(
+    g = p.add_argument_group("workload parameters (defaults: full run / --quick)")
+    g.add_argument(
+        "--duration", type=float, help="seconds per throughput, recv and send measurement (1 / 0.1)"
+    )
+    g.add_argument("--sizes", type=_sizes, help="throughput frame sizes (64,1K,64K,1M / 64,1M)")
+    g.add_argument("--recv-sizes", type=_sizes, help="recv frame sizes (64,1K)")
+    g.add_argument("--send-sizes", type=_sizes, help="send frame sizes (64,1K)")
+    g.add_argument(
+        "--batch",
+        type=int,
+        default=256,
+        help="frames per write of the C writer (recv, many flood; default 256)",
+    )
+    g.add_argument("--many-conns", type=_ints, help="connection counts (1,10,100,1000 / 1,10)")
+    g.add_argument(
+        "--many-modes",
+        type=_comma_list,
+        default=["flood", "trickle"],
+        help="flood,trickle (default both)",
+    )
+    g.add_argument(
+        "--many-frames", type=int, help="frames per flood measurement, in all (300000 / 5000)"
+    )
+    g.add_argument(
+        "--many-duration", type=float, help="seconds per trickle measurement (0.5 / 0.1)"
+    )
+    g.add_argument(
+        "--trickle",
+        type=int,
+        default=4,
+        help="trickle: frames per connection per write (default 4)",
+    )
+    g.add_argument(
+        "--pause-us",
+        type=int,
+        default=100,
+        help="trickle: pause after each write, µs (default 100)",
+    )
+    g.add_argument("--memory-conns", type=int, help="idle connections (10000 / 200)")
+    g.add_argument("--count", type=int, help="rtt round trips (10000 / 300)")
+    g.add_argument("--requests", type=int, help="pool requests (50000 / 1000)")
+    g.add_argument("--workers", type=int, default=4, help="pool worker processes (default 4)")
+    g.add_argument(
+        "--window", type=int, default=32, help="pool requests outstanding per worker (default 32)"
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
         "--timeout",
         type=float,
-        default=None,
-        help="hard timeout per measurement in seconds (default: from the workload's size)",
+        help="hard timeout per measurement in seconds (default: from its parameters)",
     )
-    p.add_argument(
+    o.add_argument(
         "--json",
         type=Path,
         default=Path("bench-results/results.json"),
         help="where to write the results (default %(default)s)",
     )
-    p.add_argument(
+    o.add_argument(
         "--png",
         type=Path,
-        default=Path("bench-results/throughput.png"),
+        default=Path("bench-results/bench.png"),
         help="where to draw the chart (default %(default)s)",
     )
-    p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    o.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     args = p.parse_args(argv)
     for name in args.workloads:
         if name not in WORKLOADS:
@@ -136,25 +167,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in args.systems:
         if name not in SYSTEMS:
             p.error(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
-    try:
-        args.sizes = [parse_size(s) for s in args.sizes] if args.sizes else list(SIZES)
-    except ValueError as e:
-        p.error(str(e))
-    base = QUICK if args.quick else DEFAULTS
-    for key, value in base.items():
+    for mode in args.many_modes:
+        if mode not in ("flood", "trickle"):
+            p.error(f"unknown --many-modes entry {mode!r}; choose from flood, trickle")
+    for key, (full, quick) in DEFAULTS.items():
         if getattr(args, key) is None:
-            setattr(args, key, value)
-    if (
-        args.duration <= 0
-        or args.count < 1
-        or args.requests < 1
-        or args.workers < 1
-        or args.window < 1
-        or args.repeat < 1
-    ):
-        p.error(
-            "--duration, --count, --requests, --workers, --window and --repeat must be positive"
-        )
+            setattr(args, key, quick if args.quick else full)
+    positive = (
+        "repeat",
+        "duration",
+        "batch",
+        "many_frames",
+        "many_duration",
+        "trickle",
+        "memory_conns",
+        "count",
+        "requests",
+        "workers",
+        "window",
+    )
+    bad = [k for k in positive if getattr(args, k) <= 0]
+    bad += [
+        k
+        for k in ("sizes", "recv_sizes", "send_sizes", "many_conns")
+        if not getattr(args, k) or min(getattr(args, k)) < 1
+    ]
+    if args.pause_us < 0:
+        bad.append("pause_us")
+    if bad:
+        p.error("must be positive: " + ", ".join("--" + k.replace("_", "-") for k in bad))
     return args
 
 
@@ -230,24 +271,6 @@ def run_one(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         }
 
 
-def measurement_timeout(args: argparse.Namespace, workload: str) -> float:
-    if args.timeout is not None:
-        return float(args.timeout)
-    if workload == "throughput":
-        return 30.0 + 4 * args.duration
-    if workload == "rtt":
-        return 30.0 + args.count * 1e-3
-    return 30.0 + args.requests * 1e-3 + 2.0 * args.workers
-
-
-def workload_params(args: argparse.Namespace, workload: str, size: int | None) -> dict[str, Any]:
-    if workload == "throughput":
-        return {"size": size, "duration": args.duration}
-    if workload == "rtt":
-        return {"count": args.count}
-    return {"workers": args.workers, "requests": args.requests, "window": args.window}
-
-
 # --- progress ------------------------------------------------------------------
 
 
@@ -256,14 +279,11 @@ def progress(text: str, end: str = "\n") -> None:
 
 
 def describe(result: Result) -> str:
-    if isinstance(result, Throughput):
-        return f"{result.frames_per_s:>13,.0f} frames/s {result.mb_per_s:>10,.1f} MB/s"
-    if isinstance(result, Latency):
-        return (
-            f"{result.per_s:>11,.0f} round trips/s"
-            f"  mean {result.mean_us:,.1f} µs  p99 {result.p99_us:,.1f} µs"
-        )
-    return f"{result.per_s:>11,.0f} requests/s"
+    """One repeat's figures, for the progress line."""
+    parts = []
+    for attr, heading in result.COLUMNS:
+        parts.append(f"{report.number(float(getattr(result, attr)))} {heading}")
+    return "  ".join(parts)
 
 
 def _indent(text: str, prefix: str = "      ") -> str:
@@ -285,76 +305,103 @@ class SystemState:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare(names: list[str]) -> list[SystemState]:
+def prepare(names: list[str], workloads: list[str]) -> dict[str, SystemState]:
     """Import each selected system's module (lazily: only the selected ones),
-    ask it whether it can run here, and build the C ceiling once."""
-    states = []
+    ask it whether it can run here, and build the C programs once."""
+    states: dict[str, SystemState] = {}
     loaded: dict[str, Any] = {}
     failed_imports: dict[str, str] = {}
     for name in names:
-        module_name, opts = SYSTEMS[name]
-        state = SystemState(name, module_name, dict(opts))
-        states.append(state)
-        if module_name in failed_imports:
-            state.broken = failed_imports[module_name]
-            progress(f"error: system {name!r} uses {module_name} too: not measured either")
+        system = SYSTEMS[name]
+        if not any(w in system.workloads for w in workloads):
+            continue
+        state = SystemState(name, system.module, dict(system.opts))
+        states[name] = state
+        if system.module in failed_imports:
+            state.broken = failed_imports[system.module]
+            progress(f"error: system {name!r} uses {system.module} too: not measured either")
             continue
         try:
-            if module_name not in loaded:
-                loaded[module_name] = importlib.import_module(module_name)
+            if system.module not in loaded:
+                loaded[system.module] = importlib.import_module(system.module)
         except Exception:
-            state.broken = f"{module_name} failed to import:\n{traceback.format_exc()}"
-            failed_imports[module_name] = state.broken
+            state.broken = f"{system.module} failed to import:\n{traceback.format_exc()}"
+            failed_imports[system.module] = state.broken
             progress(f"error: system {name!r} cannot be loaded: {state.broken.rstrip()}")
             progress(f"error: continuing without {name!r}; the run will exit non-zero")
             continue
-        module = loaded[module_name]
-        check = getattr(module, "unavailable", None)
-        reason = check(**opts) if check is not None else None
+        check = getattr(loaded[system.module], "unavailable", None)
+        reason = check(**state.opts) if check is not None else None
         if reason:
             state.unavailable = reason
             progress(f"note: {name}: {report.skip_text(reason)}")
-        elif name == "c":
-            try:
-                progress(f"building {module.BINARY} from {module.SOURCE} ...", end=" ")
-                module.binary()
-                progress("ok")
-            except Exception as e:
-                progress("FAILED")
-                state.broken = f"could not build the C ceiling: {e}"
-                progress(f"error: {state.broken}")
     return states
+
+
+def build_c(states: dict[str, SystemState], workloads: list[str]) -> dict[str, str]:
+    """Compile the C programs the run needs, once, before any measurement.
+    Returns workload -> why its cells cannot run (a failed build)."""
+    from . import ceiling, cpeer
+
+    broken: dict[str, str] = {}
+    programs: list[tuple[Any, tuple[str, ...] | None]] = []
+    if "c" in states and not states["c"].unavailable:
+        programs.append((ceiling.PROGRAM, None))
+    if any(w in CPEER_WORKLOADS for w in workloads):
+        programs.append((cpeer.PROGRAM, CPEER_WORKLOADS))
+    for program, needed_by in programs:
+        if program.unavailable():
+            continue  # the cells say why (Unsupported)
+        try:
+            progress(f"building {program.binary} from {program.source} ...", end=" ")
+            program.path()
+            progress("ok")
+        except Exception as e:
+            progress("FAILED")
+            why = f"could not build {program.source.name}: {e}"
+            progress(f"error: {why}")
+            if needed_by is None:
+                states["c"].broken = why
+            else:
+                broken.update(dict.fromkeys(needed_by, why))
+    return broken
 
 
 def run(args: argparse.Namespace) -> int:
     machine = report.machine_info()
+    load_before = report.load_info()
     progress(report.machine_line(machine))
-    states = prepare(args.systems)
-    cells: list[tuple[str, int | None]] = []
-    for workload in args.workloads:
-        if workload == "throughput":
-            cells.extend(("throughput", size) for size in args.sizes)
-        else:
-            cells.append((workload, None))
-    total = len(cells) * len(states) * args.repeat
+    progress(report.load_line("before", load_before))
+    states = prepare(args.systems, args.workloads)
+    workload_broken = build_c(states, args.workloads)
+    plan = []  # (workload, case, systems)
+    for name in args.workloads:
+        systems = [s for s in systems_for(name, args.systems) if s in states]
+        for case in WORKLOADS[name].cases(args):
+            plan.append((name, case, systems))
+    total = sum(len(systems) for _, _, systems in plan) * args.repeat
+    progress(f"{total} measurements ({args.repeat} of each cell)")
     step = 0
     measurements: list[Measurement] = []
     started = time.monotonic()
-    for workload, size in cells:
-        row = {s.name: Measurement(workload, s.name, size) for s in states}
+    for workload, case, systems in plan:
+        row = {s: Measurement(workload, s, case.label, dict(case.params)) for s in systems}
         measurements.extend(row.values())
+        timeout = args.timeout or WORKLOADS[workload].timeout(case.params)
         for rep in range(args.repeat):
-            for state in states:
+            for name in systems:
                 step += 1
-                m = row[state.name]
-                what = f"{workload} {size_label(size) if size else ''}".strip()
-                rep_text = f" (run {rep + 1}/{args.repeat})" if args.repeat > 1 else ""
-                label = f"[{step:>3}/{total}] {what:<18} {state.name:<16}{rep_text}"
-                if state.broken:
-                    m.status, m.reason = "failed", state.broken
+                state, m = states[name], row[name]
+                rep_text = f" ({rep + 1}/{args.repeat})" if args.repeat > 1 else ""
+                label = f"[{step:>3}/{total}] {workload} {case.label:<14} {name:<24}{rep_text}"
+                broken = state.broken or workload_broken.get(workload, "")
+                if broken:
+                    m.status, m.reason = "failed", broken
                     if rep == 0:
-                        progress(f"{label} FAILED: could not load")
+                        progress(f"{label} FAILED: could not load or build")
                     continue
+                if m.broken:
+                    continue  # one failed repeat fails the cell; do not run it again
                 if state.unavailable or m.status == "unsupported":
                     m.status = "unsupported"
                     m.reason = m.reason or state.unavailable
@@ -363,21 +410,19 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 progress(f"{label} ...", end=" ")
                 spec = {
-                    "system": state.name,
+                    "system": name,
                     "module": state.module,
                     "opts": state.opts,
                     "workload": workload,
-                    "params": workload_params(args, workload, size),
+                    "params": case.params,
                 }
                 t0 = time.monotonic()
-                record = run_one(spec, measurement_timeout(args, workload))
+                record = run_one(spec, timeout)
                 took = time.monotonic() - t0
                 status = record["status"]
                 if status == "ok":
-                    result = result_from_dict(workload, record["result"])
+                    result = WORKLOADS[workload].result(**record["result"])
                     m.repeats.append(result)
-                    if m.result is None or result.figure > m.result.figure:
-                        m.result = result
                     progress(f"{describe(result)}  ({took:.1f} s)")
                 elif status == "unsupported":
                     m.status, m.reason = "unsupported", record.get("reason", "")
@@ -390,13 +435,15 @@ def run(args: argparse.Namespace) -> int:
                         progress("      output of the measuring process:")
                         progress(_indent(record["log"][-4000:], "        "))
     elapsed = time.monotonic() - started
-    params = {k: v for k, v in vars(args).items() if k not in ("json", "png")}
+    load_after = report.load_info()
     targets = report.evaluate_targets(measurements)
 
     print()
     print(report.machine_line(machine))
+    print(report.load_line("before", load_before))
+    print(report.load_line("after ", load_after))
     print()
-    print(report.render_table(measurements, params))
+    print(report.render_tables(measurements, args))
     print()
     print(report.render_targets(targets))
     print()
@@ -405,6 +452,7 @@ def run(args: argparse.Namespace) -> int:
     exit_code = 1 if failed else 0
     args_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     args_json["elapsed_s"] = round(elapsed, 3)
+    machine["load_before"], machine["load_after"] = load_before, load_after
     try:
         report.write_json(args.json, machine, args_json, measurements, targets)
         print(f"results: {args.json}")
@@ -412,8 +460,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: could not write {args.json}: {e}", file=sys.stderr)
         exit_code = 1
     if not args.no_chart:
+        from . import chart
+
         try:
-            why = report.draw_chart(args.png, measurements, machine)
+            why = chart.draw_chart(args.png, measurements, machine)
         except Exception:
             print(f"error: chart failed:\n{traceback.format_exc()}", file=sys.stderr)
             exit_code = 1

@@ -6,24 +6,46 @@
 #   api="streams"   StreamReader.readexactly() for header then payload,
 #                   StreamWriter.write() + await drain() per frame: the code
 #                   asyncio's documentation tells an application to write.
-#   api="protocol"  callbacks on a transport: a Handler per connection and a
-#                   frame parser from aio_frames (by default the faster one
-#                   for the workload's frame size; buffered=True/False forces
-#                   BufferedProtocol or plain Protocol). Writers call
-#                   transport.write() per frame and honour pause_writing()
-#                   and resume_writing().
+#   api="protocol"  callbacks on a transport. Receivers are a plain
+#                   asyncio.Protocol that slices whole frames out of each
+#                   data_received() chunk (aio_frames.ChunkProtocol; for
+#                   throughput at 1 MiB the BufferedProtocol parser, which is
+#                   faster there) and calls one callback per frame. Writers
+#                   call transport.write() once per frame and honour
+#                   pause_writing()/resume_writing().
+#   batched=True    (protocol) the writer appends each frame to a bytearray
+#                   and one call_soon() callback per loop iteration hands it
+#                   to transport.write(): what evloop's end-of-turn flush
+#                   does, so the tables show what is the loop and what is
+#                   the batching.
 #
-# Both ends of every workload run the same system: the child is a fresh
-# interpreter (common.spawn_child) that builds its own loop.
+# Every frame a peer writes is pre-encoded (header and payload built once),
+# which flatters the peers: evloop's write_frame() packs a header per call.
+#
+# throughput: both ends run the same system (the child is a fresh
+#   interpreter, common.spawn_child). recv, many: a C writer (cpeer) feeds
+#   this process's Protocols. send: this process writes, a C reader drains.
+# memory: N idle transports with a ChunkProtocol each, made with
+#   create_unix_connection(sock=...) on one end of each socketpair.
+# rtt: each system echoes on its own loop in the child.
+# pool: the strongest lean dispatcher we could write: one connection per
+#   worker, a dict from request id to worker, one callback per reply, and
+#   (batched) one write per worker per loop iteration. The workers are the
+#   same for every asyncio/uvloop row: floor.serve_blocking, a blocking
+#   Python loop with one handler call per request and one sendall() per read
+#   (evloop's workers run evloop.serve, which does the same work per
+#   request on an evloop Loop).
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .aio_frames import Handler, protocol_for
+from . import cpeer
+from .aio_frames import ChunkProtocol, Handler, protocol_for
 from .common import (
     CHANNEL,
     HEADER,
@@ -34,13 +56,21 @@ from .common import (
     BadFrame,
     Children,
     Latency,
+    ManyResult,
+    MemoryResult,
     PoolResult,
     Throughput,
     Unsupported,
+    c_payload,
     check_header,
+    check_sink,
     clock_batch,
     frame,
+    frame_sink,
+    payload,
+    raise_nofile,
     request_filler,
+    rss_bytes,
     rtt_warmup,
 )
 
@@ -83,8 +113,58 @@ def _run(loop: str, main: Callable[..., Awaitable[T]], *args: Any) -> T:
         ev.close()
 
 
-def _label(loop: str, api: str) -> str:
-    return f"{loop}-{api}"
+def _label(loop: str, api: str, batched: bool = False) -> str:
+    return f"{loop}-{api}" + ("-batched" if batched else "")
+
+
+class _Sink(Handler):
+    """The application end shared by every connection of a receive-side
+    workload: common.frame_sink's callback for each frame, and the time and
+    CPU time at which the last of `expected` connections ended."""
+
+    def __init__(
+        self, done: asyncio.Future[Any], on_frame: Callable[[int, Any], None], expected: int
+    ) -> None:
+        super().__init__(done)
+        self.frame_received = on_frame  # type: ignore[method-assign,assignment]
+        self.expected = expected
+        self.closed = 0
+        self.end = 0.0
+        self.cpu_end = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        pass  # shared by many connections: it writes on none
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed += 1
+        self.end = time.perf_counter()
+        self.cpu_end = time.process_time()
+        if exc is not None:
+            self.fail(exc)
+        elif self.closed == self.expected:
+            self.finish()
+
+
+async def _receive(
+    socks: list[socket.socket], on_frame: Callable[[int, Any], None], size: int, buffered: bool
+) -> _Sink:
+    """Receive on every socket with a Protocol each until all have ended."""
+    ev = asyncio.get_running_loop()
+    sink = _Sink(ev.create_future(), on_frame, len(socks))
+    protos = []
+    for sock in socks:
+        _, proto = await ev.create_unix_connection(
+            lambda: protocol_for(sink, size, buffered), sock=sock
+        )
+        protos.append(proto)
+    await sink.done
+    if any(p.incomplete() for p in protos):
+        raise BadFrame("stream ended inside a frame")
+    return sink
 
 
 # --- throughput ------------------------------------------------------------------
@@ -97,19 +177,33 @@ def throughput(
     loop: str = "asyncio",
     api: str = "streams",
     buffered: bool | None = None,
+    batched: bool = False,
 ) -> Throughput:
     ours, theirs = socket.socketpair()  # default kernel buffer sizes
     with Children() as kids:
         kids.spawn(
-            MODULE, "send", theirs.fileno(), size=size, duration=duration, loop=loop, api=api
+            MODULE,
+            "send",
+            theirs.fileno(),
+            size=size,
+            duration=duration,
+            loop=loop,
+            api=api,
+            batched=batched,
         )
         theirs.close()
         with ours:
             if api == "streams":
                 frames, nbytes, seconds = _run(loop, _receive_streams, ours, size)
-            else:
-                frames, nbytes, seconds = _run(loop, _receive_protocol, ours, size, buffered)
-    return Throughput(_label(loop, api), size, frames, nbytes, seconds)
+                return Throughput(_label(loop, api), size, frames, nbytes, seconds)
+            on_frame, state = frame_sink(size)
+            big = size >= 128 * 1024 if buffered is None else buffered
+            sink = _run(loop, _receive, [ours], on_frame, size, big)
+    st = state()
+    check_sink(st, None, payload(size))
+    return Throughput(
+        _label(loop, api, batched), size, st.frames, st.frames * size, sink.end - st.t0
+    )
 
 
 async def _receive_streams(sock: socket.socket, size: int) -> tuple[int, int, float]:
@@ -141,44 +235,6 @@ async def _receive_streams(sock: socket.socket, size: int) -> tuple[int, int, fl
         await writer.wait_closed()
 
 
-class _Counter(Handler):
-    """Checks and counts every frame until EOF."""
-
-    def __init__(self, done: asyncio.Future[Any], size: int) -> None:
-        super().__init__(done)
-        self.size = size
-        self.frames = self.nbytes = 0
-
-    def frame_received(self, chan: int, payload: bytes | bytearray) -> None:
-        if chan != CHANNEL or len(payload) != self.size:
-            self.fail(BadFrame(f"frame on channel {chan} with {len(payload)} bytes"))
-            return
-        self.frames += 1
-        self.nbytes += len(payload)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None:
-            self.finish(time.perf_counter())
-        else:
-            super().connection_lost(exc)
-
-
-async def _receive_protocol(
-    sock: socket.socket, size: int, buffered: bool | None
-) -> tuple[int, int, float]:
-    ev = asyncio.get_running_loop()
-    counter = _Counter(ev.create_future(), size)
-    _, proto = await ev.create_unix_connection(
-        lambda: protocol_for(counter, size, buffered), sock=sock
-    )
-    end = await counter.done
-    if proto.incomplete():
-        raise BadFrame("stream ended inside a frame")
-    if not proto.first_data:
-        raise BadFrame("sender closed without sending")
-    return counter.frames, counter.nbytes, end - proto.first_data
-
-
 async def _send_streams(sock: socket.socket, size: int, duration: float) -> None:
     _, writer = await asyncio.open_unix_connection(sock=sock)
     try:
@@ -196,18 +252,21 @@ async def _send_streams(sock: socket.socket, size: int, duration: float) -> None
 
 
 class _Sender(asyncio.Protocol):
-    """Writes frames until the deadline, stopping whenever the transport
-    says pause_writing() and carrying on at resume_writing()."""
+    """Writes frames until the deadline, one transport.write() per frame,
+    stopping whenever the transport says pause_writing() and carrying on at
+    resume_writing(); counts the frames it wrote."""
 
     transport: asyncio.Transport
 
-    def __init__(self, done: asyncio.Future[None], size: int, duration: float) -> None:
+    def __init__(self, done: asyncio.Future[int], size: int, duration: float) -> None:
         self.done = done
         self.data = frame(size)
         self.batch = range(clock_batch(size))
         self.duration = duration
         self.paused = False
         self.deadline = 0.0
+        self.sent = 0
+        self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -222,12 +281,20 @@ class _Sender(asyncio.Protocol):
         self.pump()
 
     def pump(self) -> None:
-        write, data = self.transport.write, self.data
+        write, data, n = self.transport.write, self.data, len(self.batch)
         while time.perf_counter() < self.deadline:
-            for _ in self.batch:
+            for i in self.batch:
                 write(data)
                 if self.paused:
+                    self.sent += i + 1
                     return
+            self.sent += n
+        self.close()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
         # Close from a callback of its own: closing inside resume_writing()
         # makes CPython 3.11's transport call connection_lost() twice.
         # close() sends what is still buffered first.
@@ -237,16 +304,203 @@ class _Sender(asyncio.Protocol):
         if self.done.done():
             return
         if exc is None:
-            self.done.set_result(None)
+            self.done.set_result(self.sent)
         else:
             self.done.set_exception(exc)
 
 
-async def _send_protocol(sock: socket.socket, size: int, duration: float) -> None:
+class _BatchedSender(_Sender):
+    """The same writer with its frames appended to a bytearray, which one
+    call_soon() callback per loop iteration hands to transport.write()."""
+
+    def __init__(self, done: asyncio.Future[int], size: int, duration: float) -> None:
+        super().__init__(done, size, duration)
+        self.out = bytearray()
+        self.flush_scheduled = False
+        self.pump_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.loop = asyncio.get_running_loop()
+        super().connection_made(transport)
+
+    def send_frame(self, data: bytes) -> None:
+        self.out += data
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out:
+            # A new buffer each time: the transport may keep the old one.
+            out, self.out = self.out, bytearray()
+            self.transport.write(out)
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.schedule_pump()
+
+    def schedule_pump(self) -> None:
+        if not self.pump_scheduled:
+            self.pump_scheduled = True
+            self.loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        # One clock_batch of frames per loop iteration, so the flush (queued
+        # first) runs between them and pause_writing() can stop us.
+        self.pump_scheduled = False
+        if self.paused or self.closing:
+            return
+        if time.perf_counter() >= self.deadline:
+            self.flush()
+            self.close()
+            return
+        send_frame, data = self.send_frame, self.data
+        for _ in self.batch:
+            send_frame(data)
+        self.sent += len(self.batch)
+        self.schedule_pump()
+
+
+async def _send_protocol(sock: socket.socket, size: int, duration: float, batched: bool) -> int:
     ev = asyncio.get_running_loop()
-    done: asyncio.Future[None] = ev.create_future()
-    await ev.create_unix_connection(lambda: _Sender(done, size, duration), sock=sock)
-    await done
+    done: asyncio.Future[int] = ev.create_future()
+    cls = _BatchedSender if batched else _Sender
+    await ev.create_unix_connection(lambda: cls(done, size, duration), sock=sock)
+    return await done
+
+
+# --- recv, send, many, memory ------------------------------------------------------
+
+
+def _protocol_only(api: str, workload: str) -> None:
+    if api != "protocol":
+        raise Unsupported(f"n/a (the {workload} workload has a Protocol peer only)")
+
+
+def recv(
+    size: int,
+    duration: float,
+    batch: int,
+    *,
+    loop: str = "asyncio",
+    api: str = "protocol",
+    **unused: Any,
+) -> Throughput:
+    _protocol_only(api, "recv")
+    ours, theirs = socket.socketpair()
+    on_frame, state = frame_sink(size)
+    with ours, cpeer.writer([theirs], size, duration, batch) as writer:
+        sink = _run(loop, _receive, [ours], on_frame, size, False)
+        wrote = writer.result()
+    st = state()
+    check_sink(st, wrote["frames"], c_payload(size))
+    return Throughput(_label(loop, api), size, st.frames, st.frames * size, sink.end - st.t0)
+
+
+def send(
+    size: int,
+    duration: float,
+    *,
+    loop: str = "asyncio",
+    api: str = "protocol",
+    batched: bool = False,
+    **unused: Any,
+) -> Throughput:
+    _protocol_only(api, "send")
+    ours, theirs = socket.socketpair()
+    with cpeer.reader(theirs, size) as reader:
+        with ours:
+            sent = _run(loop, _send_protocol, ours, size, duration, batched)
+        got = reader.result()
+    if got["frames"] != sent:
+        raise BadFrame(f"the reader got {got['frames']} frames; {sent} were written")
+    return Throughput(_label(loop, api, batched), size, got["frames"], got["bytes"], got["seconds"])
+
+
+def many(
+    conns: int,
+    mode: str,
+    duration: float,
+    frames: int,
+    size: int,
+    batch: int,
+    trickle: int,
+    pause_us: int,
+    *,
+    loop: str = "asyncio",
+    api: str = "protocol",
+    **unused: Any,
+) -> ManyResult:
+    _protocol_only(api, "many")
+    raise_nofile(3 * conns + 256)
+    pairs = [socket.socketpair() for _ in range(conns)]
+    on_frame, state = frame_sink(size)
+    ev = _new_loop(loop)
+    try:
+        ours = [a for a, _ in pairs]
+
+        async def main() -> _Sink:
+            sink = _Sink(ev.create_future(), on_frame, conns)
+            protos = []
+            for sock in ours:
+                _, proto = await ev.create_unix_connection(lambda: ChunkProtocol(sink), sock=sock)
+                protos.append(proto)
+            # Every Protocol is in place before the writer starts.
+            theirs = [b for _, b in pairs]
+            with cpeer.many_writer(
+                theirs, mode, duration, frames, size, batch, trickle, pause_us
+            ) as w:
+                await sink.done
+                sink.wrote = w.result()  # type: ignore[attr-defined]
+            if any(p.incomplete() for p in protos):
+                raise BadFrame("stream ended inside a frame")
+            return sink
+
+        sink = ev.run_until_complete(main())
+        ev.run_until_complete(asyncio.sleep(0))
+    finally:
+        ev.close()
+    st = state()
+    check_sink(st, sink.wrote["frames"], c_payload(size))  # type: ignore[attr-defined]
+    return ManyResult(
+        _label(loop, api), conns, mode, st.frames, sink.end - st.t0, sink.cpu_end - st.cpu0
+    )
+
+
+def memory(
+    conns: int, *, loop: str = "asyncio", api: str = "protocol", **unused: Any
+) -> MemoryResult:
+    _protocol_only(api, "memory")
+    raise_nofile(3 * conns + 256)
+    ev = _new_loop(loop)
+    try:
+        gc.collect()
+        base = rss_bytes()
+        pairs = [socket.socketpair() for _ in range(conns)]
+        gc.collect()
+        with_sockets = rss_bytes()
+        on_frame, _ = frame_sink(64)
+        sink = _Sink(ev.create_future(), on_frame, conns)
+
+        async def wrap() -> list[Any]:
+            made = await asyncio.gather(
+                *(ev.create_unix_connection(lambda: ChunkProtocol(sink), sock=a) for a, _ in pairs)
+            )
+            await asyncio.sleep(0)  # one whole iteration with every reader registered
+            return [t for t, _ in made]
+
+        transports = ev.run_until_complete(wrap())
+        gc.collect()
+        wrapped = rss_bytes()
+        for t in transports:
+            t.abort()
+        ev.run_until_complete(asyncio.sleep(0))
+        for _, theirs in pairs:
+            theirs.close()
+    finally:
+        ev.close()
+    return MemoryResult(_label(loop, api), conns, with_sockets - base, wrapped - with_sockets)
 
 
 # --- rtt ---------------------------------------------------------------------------
@@ -410,7 +664,8 @@ def pool(
     *,
     loop: str = "asyncio",
     api: str = "streams",
-    buffered: bool | None = None,
+    batched: bool = False,
+    **unused: Any,
 ) -> PoolResult:
     with Children() as kids:
         socks = []
@@ -418,16 +673,16 @@ def pool(
             for _ in range(workers):
                 ours, theirs = socket.socketpair()
                 socks.append(ours)
-                kids.spawn(MODULE, "echo", theirs.fileno(), loop=loop, api=api, buffered=buffered)
+                kids.spawn("evlbench.floor", "pool-worker", theirs.fileno())
                 theirs.close()
             if api == "streams":
                 seconds = _run(loop, _pool_streams, socks, requests, window)
             else:
-                seconds = _run(loop, _pool_protocol, socks, requests, window, buffered)
+                seconds = _run(loop, _pool_protocol, socks, requests, window, batched)
         finally:
             for sock in socks:
                 sock.close()
-    return PoolResult(_label(loop, api), workers, requests, seconds)
+    return PoolResult(_label(loop, api, batched), workers, requests, seconds)
 
 
 async def _pool_streams(socks: list[socket.socket], requests: int, window: int) -> float:
@@ -481,63 +736,142 @@ async def _pool_client_streams(state: _PoolState, index: int, sock: socket.socke
         await writer.wait_closed()
 
 
-class _PoolClient(Handler):
-    """One worker's connection, callback-driven: each reply frees a slot in
-    this worker's window, which the next request takes."""
+_WARM = 0x80000000  # request ids with this bit are warm-up requests
 
-    def __init__(self, state: _PoolState, index: int) -> None:
-        super().__init__(state.done)
-        self.state = state
+
+class _Dispatcher:
+    """The lean dispatcher: the next request id, a dict from each
+    outstanding id to the worker it went to, and one on_reply() call per
+    reply, which refills that worker's window."""
+
+    def __init__(self, ev: asyncio.AbstractEventLoop, requests: int, window: int) -> None:
+        self.requests = requests
+        self.window = window
+        self.head = HEADER.pack(CHANNEL, REQUEST_SIZE)
+        self.filler = request_filler()
+        self.next_id = 0
+        self.completed = 0
+        self.owner: dict[int, int] = {}
+        self.conns: list[_WorkerConn] = []
+        self.warming = 0
+        self.done: asyncio.Future[float] = ev.create_future()
+        self.start = 0.0
+
+    def issue(self, index: int) -> None:
+        rid = self.next_id
+        self.next_id = rid + 1
+        self.owner[rid] = index
+        self.conns[index].send(self.head + REQUEST_ID.pack(rid) + self.filler)
+
+    def begin(self) -> None:
+        """Warm up: one round trip per worker before the clock starts."""
+        self.warming = len(self.conns)
+        for index, conn in enumerate(self.conns):
+            self.owner[_WARM | index] = index
+            conn.send(self.head + REQUEST_ID.pack(_WARM | index) + self.filler)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def on_reply(self, index: int, chan: int, data: bytes) -> None:
+        (rid,) = REQUEST_ID.unpack_from(data)
+        if (
+            self.owner.pop(rid, -1) != index
+            or chan != CHANNEL
+            or len(data) != REQUEST_SIZE
+            or data[4:] != self.filler
+        ):
+            self.fail(BadFrame(f"reply {rid} on channel {chan} is not a request's echo"))
+            return
+        if rid & _WARM:
+            self.warming -= 1
+            if not self.warming:
+                self.start = time.perf_counter()
+                for i in range(len(self.conns)):
+                    for _ in range(self.window):
+                        if self.next_id < self.requests:
+                            self.issue(i)
+            return
+        self.completed += 1
+        if self.next_id < self.requests:
+            self.issue(index)
+        elif self.completed == self.requests and not self.done.done():
+            self.done.set_result(time.perf_counter() - self.start)
+
+
+class _WorkerConn(asyncio.Protocol):
+    """One worker's connection: replies sliced out of each data_received()
+    chunk straight into the dispatcher; requests written at once, or (batched)
+    collected and written once per loop iteration."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, disp: _Dispatcher, index: int, batched: bool) -> None:
+        self.disp = disp
         self.index = index
-        self.warming = True
+        self.rest = b""
+        self.out = bytearray()
+        self.flush_scheduled = False
+        if batched:
+            self.send = self._send_batched  # type: ignore[method-assign]
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)
-        transport.write(self.state.warmup_request(self.index))
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.write = self.transport.write
+        self.loop = asyncio.get_running_loop()
 
-    def fill(self) -> None:
-        write, take, index = self.transport.write, self.state.take, self.index
-        for _ in range(self.state.window):
-            request = take(index)
-            if request is None:
-                return
-            write(request)
+    def send(self, request: bytes) -> None:
+        self.write(request)
 
-    def frame_received(self, chan: int, payload: bytes | bytearray) -> None:
-        if self.warming:
-            self.warming = False
-            self.state.warmed_up()
-            return
-        try:
-            if chan != CHANNEL:
-                raise BadFrame(f"reply on channel {chan}")
-            self.state.answered(self.index, payload)
-        except BadFrame as e:
-            self.fail(e)
-            return
-        request = self.state.take(self.index)
-        if request is not None:
-            self.transport.write(request)
+    def _send_batched(self, request: bytes) -> None:
+        self.out += request
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        out, self.out = self.out, bytearray()
+        self.write(out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.rest:
+            data = self.rest + data
+            self.rest = b""
+        unpack = HEADER.unpack_from
+        on_reply, index = self.disp.on_reply, self.index
+        off, end = 0, len(data)
+        while end - off >= HEADER_SIZE:
+            chan, length = unpack(data, off)
+            stop = off + HEADER_SIZE + length
+            if stop > end:
+                break
+            on_reply(index, chan, data[off + HEADER_SIZE : stop])
+            off = stop
+        if off < end:
+            self.rest = data[off:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disp.fail(exc or ConnectionError(f"worker {self.index} closed its end"))
 
 
 async def _pool_protocol(
-    socks: list[socket.socket], requests: int, window: int, buffered: bool | None
+    socks: list[socket.socket], requests: int, window: int, batched: bool
 ) -> float:
     ev = asyncio.get_running_loop()
-    state = _PoolState(ev, len(socks), requests, window)
-    clients = [_PoolClient(state, index) for index in range(len(socks))]
+    disp = _Dispatcher(ev, requests, window)
     transports = []
     try:
-        for client, sock in zip(clients, socks, strict=True):
-            transport, _ = await ev.create_unix_connection(
-                lambda c=client: protocol_for(c, REQUEST_SIZE, buffered),  # type: ignore[misc]
+        for index, sock in enumerate(socks):
+            transport, conn = await ev.create_unix_connection(
+                lambda i=index: _WorkerConn(disp, i, batched),  # type: ignore[misc]
                 sock=sock,
             )
             transports.append(transport)
-        await state.all_ready
-        for client in clients:
-            client.fill()
-        return await state.done
+            disp.conns.append(conn)
+        disp.begin()
+        return await disp.done
     finally:
         for transport in transports:
             transport.close()
@@ -547,13 +881,19 @@ async def _pool_protocol(
 
 
 def child(
-    role: str, fd: int, *, loop: str = "asyncio", api: str = "streams", **params: Any
+    role: str,
+    fd: int,
+    *,
+    loop: str = "asyncio",
+    api: str = "streams",
+    batched: bool = False,
+    **params: Any,
 ) -> None:
     with socket.socket(fileno=fd) as sock:
         if role == "send" and api == "streams":
             _run(loop, _send_streams, sock, params["size"], params["duration"])
         elif role == "send":
-            _run(loop, _send_protocol, sock, params["size"], params["duration"])
+            _run(loop, _send_protocol, sock, params["size"], params["duration"], batched)
         elif role == "echo" and api == "streams":
             _run(loop, _echo_streams, sock)
         elif role == "echo":

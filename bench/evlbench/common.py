@@ -1,20 +1,29 @@
 # bench/evlbench/common.py
 #
 # What every system in the benchmark shares: the wire format, the payloads,
-# the result types, the registry of systems, and the helpers that start and
-# reap the child processes at the other end of each workload.
+# the result types, the frame sink every receiver calls, and the helpers that
+# start and reap the child processes at the other end of each workload. The
+# registry of systems and workloads is registry.py.
 #
-# The contract for a system module (a peer, or evloop's own evl.py):
+# The contract for a system module (a peer, or evloop's own evl.py): one
+# function per workload it takes part in, named after the workload, called
+# with the workload's parameters (see registry.WORKLOADS) and the system's
+# opts (registry.SYSTEMS) as keyword arguments, returning that workload's
+# result type:
 #
-#   throughput(size, duration, **opts) -> Throughput
-#   rtt(count, **opts) -> Latency
-#   pool(workers, requests, window, **opts) -> PoolResult
+#   throughput(size, duration)                                   -> Throughput
+#   recv(size, duration, batch)                                  -> Throughput
+#   send(size, duration)                                         -> Throughput
+#   many(conns, mode, duration, frames, size, batch, trickle, pause_us) -> ManyResult
+#   memory(conns)                                                -> MemoryResult
+#   rtt(count)                                                   -> Latency
+#   pool(workers, requests, window)                              -> PoolResult
 #
-# Any of them may raise Unsupported("reason"). The opts are the ones the
-# registry below gives for the system. The `system` field of a result may hold
-# any label: the harness replaces it with the registry name. A module may also
-# define `unavailable(**opts) -> str | None`, which the harness asks once
-# before measuring, so that a missing dependency costs one line, not a run.
+# Any of them may raise Unsupported("reason"). The `system` field of a result
+# may hold any label: the harness replaces it with the registry name. A
+# module may also define `unavailable(**opts) -> str | None`, which the
+# harness asks once before measuring, so that a missing dependency costs one
+# line, not a run.
 #
 # A module that spawns children with spawn_child() defines
 # `child(role, fd, **params)`; evlbench.worker calls it in the child.
@@ -26,14 +35,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
+import statistics
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # --- wire format -----------------------------------------------------------
 
@@ -44,8 +55,7 @@ RTT_SIZE = 64  # payload of every rtt frame
 REQUEST_SIZE = 64  # payload of every pool request and reply
 REQUEST_ID = struct.Struct(">I")  # a pool request's correlation id, first in its payload
 
-WORKLOADS = ("throughput", "rtt", "pool")
-SIZES = (64, 1024, 64 * 1024, 1024 * 1024)
+SIZES = (64, 1024, 64 * 1024, 1024 * 1024)  # throughput's frame sizes
 
 
 class Unsupported(Exception):
@@ -96,24 +106,39 @@ def rtt_warmup(count: int) -> int:
     return max(1, min(1000, count // 10))
 
 
+def c_payload(size: int) -> bytes:
+    """The payload of every frame the C writer (bench/cpeer.c) sends."""
+    return bytes((j * 131 + 7) & 0xFF for j in range(size))
+
+
 def request_filler() -> bytes:
     """The bytes after the correlation id in a pool request."""
     return payload(REQUEST_SIZE - REQUEST_ID.size)
 
 
 # --- results ---------------------------------------------------------------
+#
+# Every result type names its headline figure (`figure`), whether more of it
+# is better, its unit, and the columns the table shows; the report takes the
+# median and the min-max spread of each over the repeats.
+
+Columns = tuple[tuple[str, str], ...]  # (attribute, heading)
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """One-way framed throughput: `frames` frames carrying `bytes` payload
-    bytes arrived in `seconds`, timed from the first byte received to EOF."""
+    """Framed throughput: `frames` frames carrying `bytes` payload bytes in
+    `seconds`, timed from the first frame (or byte) to the end of the stream."""
 
     system: str
     size: int
     frames: int
     bytes: int
     seconds: float
+
+    HIGHER_IS_BETTER: ClassVar[bool] = True
+    UNIT: ClassVar[str] = "frames/s"
+    COLUMNS: ClassVar[Columns] = (("frames_per_s", "frames/s"), ("mb_per_s", "MB/s"))
 
     @property
     def frames_per_s(self) -> float:
@@ -125,8 +150,9 @@ class Throughput:
 
     @property
     def figure(self) -> float:
-        """The number a higher-is-better comparison uses."""
-        return self.mb_per_s
+        """The headline number (at one frame size frames/s and MB/s give the
+        same ratios)."""
+        return self.frames_per_s
 
 
 @dataclass(frozen=True)
@@ -139,6 +165,14 @@ class Latency:
     seconds: float
     mean_us: float
     p99_us: float
+
+    HIGHER_IS_BETTER: ClassVar[bool] = True
+    UNIT: ClassVar[str] = "round trips/s"
+    COLUMNS: ClassVar[Columns] = (
+        ("per_s", "round trips/s"),
+        ("mean_us", "mean µs"),
+        ("p99_us", "p99 µs"),
+    )
 
     @property
     def per_s(self) -> float:
@@ -166,6 +200,10 @@ class PoolResult:
     requests: int
     seconds: float
 
+    HIGHER_IS_BETTER: ClassVar[bool] = True
+    UNIT: ClassVar[str] = "requests/s"
+    COLUMNS: ClassVar[Columns] = (("per_s", "requests/s"),)
+
     @property
     def per_s(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
@@ -175,12 +213,84 @@ class PoolResult:
         return self.per_s
 
 
-Result = Throughput | Latency | PoolResult
-RESULT_TYPES: dict[str, type[Throughput] | type[Latency] | type[PoolResult]] = {
-    "throughput": Throughput,
-    "rtt": Latency,
-    "pool": PoolResult,
-}
+@dataclass(frozen=True)
+class ManyResult:
+    """`frames` frames received over `conns` connections on one loop, with
+    the wall time and the receiving process's CPU time (user + system) from
+    the first frame to the end of the last connection. The headline is CPU
+    ns per frame: in trickle mode the wall clock mostly measures the writer's
+    pauses, and in flood mode the receiver is the bottleneck, so the two
+    agree there (both are shown)."""
+
+    system: str
+    conns: int
+    mode: str
+    frames: int
+    seconds: float
+    cpu_seconds: float
+
+    HIGHER_IS_BETTER: ClassVar[bool] = False
+    UNIT: ClassVar[str] = "CPU ns/frame"
+    COLUMNS: ClassVar[Columns] = (
+        ("cpu_ns_per_frame", "CPU ns/frame"),
+        ("wall_ns_per_frame", "wall ns/frame"),
+        ("frames_per_s", "frames/s"),
+    )
+
+    @property
+    def cpu_ns_per_frame(self) -> float:
+        return self.cpu_seconds * 1e9 / self.frames if self.frames else 0.0
+
+    @property
+    def wall_ns_per_frame(self) -> float:
+        return self.seconds * 1e9 / self.frames if self.frames else 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def figure(self) -> float:
+        return self.cpu_ns_per_frame
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Resident memory of `conns` idle connections in one fresh process.
+    `sockets_bytes` is what creating the bare socketpairs (both ends, as
+    Python socket objects) added to RSS; `wrapped_bytes` is what wrapping one
+    end of each in the system's connection objects, registered on its loop,
+    added on top of that. The headline is wrapped_bytes per connection."""
+
+    system: str
+    conns: int
+    sockets_bytes: int
+    wrapped_bytes: int
+
+    HIGHER_IS_BETTER: ClassVar[bool] = False
+    UNIT: ClassVar[str] = "KiB/conn"
+    COLUMNS: ClassVar[Columns] = (
+        ("kib_per_conn", "KiB/conn"),
+        ("socket_kib_per_pair", "bare socketpair KiB"),
+    )
+
+    @property
+    def kib_per_conn(self) -> float:
+        return self.wrapped_bytes / 1024 / self.conns if self.conns else 0.0
+
+    @property
+    def socket_kib_per_pair(self) -> float:
+        return self.sockets_bytes / 1024 / self.conns if self.conns else 0.0
+
+    @property
+    def figure(self) -> float:
+        return self.kib_per_conn
+
+
+Result = Throughput | Latency | PoolResult | ManyResult | MemoryResult
+ResultType = (
+    type[Throughput] | type[Latency] | type[PoolResult] | type[ManyResult] | type[MemoryResult]
+)
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
@@ -195,46 +305,112 @@ def percentile(samples: Sequence[float], pct: float) -> float:
 
 @dataclass
 class Measurement:
-    """The outcome of one (workload, size, system) cell of the run. `status` is
-    "ok", "unsupported" (skipped with a reason), "failed" or "timeout";
-    `result` is the best of `repeats` when at least one run was ok."""
+    """The outcome of one (workload, case, system) cell of the run: every
+    repeat that ran, in order. `status` is "ok", "unsupported" (skipped with a
+    reason), "failed" or "timeout"; a cell where any repeat failed is failed
+    (a system that crashes one time in three has not been measured)."""
 
     workload: str
     system: str
-    size: int | None = None
+    case: str
+    params: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
-    result: Result | None = None
     reason: str = ""
     repeats: list[Result] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.result is not None
+        return self.status == "ok" and bool(self.repeats)
 
     @property
     def broken(self) -> bool:
         return self.status in ("failed", "timeout")
 
+    def values(self, attr: str = "figure") -> list[float]:
+        return [float(getattr(r, attr)) for r in self.repeats]
 
-def result_from_dict(workload: str, data: dict[str, Any]) -> Result:
-    return RESULT_TYPES[workload](**data)
+    def median(self, attr: str = "figure") -> float:
+        """The median over the repeats (never the best)."""
+        return float(statistics.median(self.values(attr)))
+
+    def spread(self, attr: str = "figure") -> tuple[float, float]:
+        """(min, max) over the repeats."""
+        vals = self.values(attr)
+        return min(vals), max(vals)
 
 
-# --- the registry ----------------------------------------------------------
+# --- the frame sink ------------------------------------------------------------
 
-# name -> (module path, opts passed to every workload function)
-SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "evloop": ("evlbench.evl", {}),
-    "evloop-budget1": ("evlbench.evl", {"budget": 1}),
-    "asyncio-streams": ("evlbench.aio", {"loop": "asyncio", "api": "streams"}),
-    "asyncio-protocol": ("evlbench.aio", {"loop": "asyncio", "api": "protocol"}),
-    "uvloop-streams": ("evlbench.aio", {"loop": "uvloop", "api": "streams"}),
-    "uvloop-protocol": ("evlbench.aio", {"loop": "uvloop", "api": "protocol"}),
-    "multiprocessing": ("evlbench.mp", {}),
-    "c": ("evlbench.ceiling", {}),
-}
-EVLOOP = "evloop"  # the system whose ratios the table shows
-UVLOOP_SYSTEMS = ("uvloop-streams", "uvloop-protocol")
+
+@dataclass(frozen=True)
+class SinkState:
+    frames: int
+    t0: float  # perf_counter() at the first frame
+    cpu0: float  # process_time() at the first frame
+    last: Any  # the last payload delivered
+    bad: tuple[int, int] | None  # (channel, length) of the first wrong frame
+
+
+def frame_sink(size: int) -> tuple[Callable[[int, Any], None], Callable[[], SinkState]]:
+    """The per-frame callback every receive-side workload gives every system,
+    so that each does exactly the same work per frame: count it, keep the
+    payload (the last one is compared with what the writer sent), check its
+    channel and length. Returns (on_frame, state)."""
+    frames = 0
+    t0 = cpu0 = 0.0
+    last: Any = None
+    bad: tuple[int, int] | None = None
+    clock, cpu = time.perf_counter, time.process_time
+
+    def on_frame(chan: int, data: Any) -> None:
+        nonlocal frames, t0, cpu0, last, bad
+        if not frames:
+            t0 = clock()
+            cpu0 = cpu()
+        frames += 1
+        last = data
+        if chan != CHANNEL or len(data) != size:
+            if bad is None:
+                bad = (chan, len(data))
+
+    def state() -> SinkState:
+        return SinkState(frames, t0, cpu0, last, bad)
+
+    return on_frame, state
+
+
+def check_sink(st: SinkState, expected_frames: int | None, expected_last: bytes) -> None:
+    """Raise BadFrame unless the receiver got every frame the writer wrote,
+    each well formed, the last one with the right bytes."""
+    if st.bad is not None:
+        raise BadFrame(f"a frame on channel {st.bad[0]} with {st.bad[1]} bytes")
+    if st.frames == 0:
+        raise BadFrame("nothing received")
+    if expected_frames is not None and st.frames != expected_frames:
+        raise BadFrame(f"received {st.frames} frames; the writer wrote {expected_frames}")
+    if bytes(st.last) != expected_last:
+        raise BadFrame("the last payload differs from the one written")
+
+
+# --- resources -----------------------------------------------------------------
+
+
+def raise_nofile(need: int) -> None:
+    """Make room for `need` open descriptors (as root, the hard limit is
+    raised too); Unsupported if the system will not allow it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+    except (ValueError, OSError) as e:
+        raise Unsupported(f"cannot raise RLIMIT_NOFILE to {need} (hard limit {hard}): {e}") from e
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 # --- children --------------------------------------------------------------

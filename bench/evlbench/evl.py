@@ -1,39 +1,57 @@
 # bench/evlbench/evl.py
 #
-# evloop's side of the benchmark: the three workloads written the way an
-# application would use evloop, with its default settings (or a given
-# per-turn `budget`; the registry runs budget=1 too, the design's literal
-# one-frame-per-readiness rule).
+# evloop's side of the benchmark: every workload written the way an
+# application would use evloop, through its public API only (Loop, Conn,
+# Pipe, spawn, Pool, serve), with default settings or the registry's opts
+# (`budget`, `busy_poll`). Receivers give the Pipe common.frame_sink's
+# callback, the same one every peer calls.
 #
-# throughput: a child (started like every peer's, by common.Children) writes
-#   one frame per write_frame() call until the deadline, pausing on the
-#   Conn's high watermark; this process receives on a Pipe and checks and
-#   counts every frame, timed from the first byte to EOF.
+# throughput: a child (common.Children) writes one frame per write_frame()
+#   call until the deadline, pausing on the Conn's high watermark; this
+#   process receives on a Pipe, timed from the first frame to EOF.
+# recv / many: the C writer (cpeer) floods or trickles; this process holds
+#   one Pipe per socketpair on one Loop.
+# send: this process writes as the throughput child does; the C reader
+#   drains and counts.
+# memory: N idle Conn+Pipe on one Loop, in this fresh process.
 # rtt: a worker started with evloop.spawn() echoes each frame; this process
-#   sends the next request from the reply's on_frame callback.
-# pool: an evloop.Pool of workers answering with pool.serve(); this process
-#   keeps `window` requests in flight per worker through Pool.request().
+#   sends the next request from the reply's on_frame callback. With
+#   busy_poll, both ends build Loop(busy_poll=...) (the child is started
+#   like a peer's, since spawn() builds the worker's Loop itself).
+# pool: an evloop.Pool of workers answering with evloop.serve(); this
+#   process keeps `window` requests in flight per worker through
+#   Pool.request().
 from __future__ import annotations
 
+import gc
+import inspect
 import socket
 import time
 from typing import Any
 
-from evloop import Conn, Loop, Pipe
+from evloop import Conn, Loop, Pipe, Pool, Request, serve, spawn
 
+from . import cpeer
 from .common import (
     CHANNEL,
-    HEADER_SIZE,
     REQUEST_ID,
     RTT_SIZE,
     BadFrame,
     Children,
     Latency,
+    ManyResult,
+    MemoryResult,
     PoolResult,
     Throughput,
+    Unsupported,
+    c_payload,
+    check_sink,
     clock_batch,
+    frame_sink,
     payload,
+    raise_nofile,
     request_filler,
+    rss_bytes,
     rtt_warmup,
 )
 
@@ -41,8 +59,22 @@ MODULE = "evlbench.evl"
 _LABEL = "evloop"
 
 
-def _loop(budget: int | None) -> Loop:
-    return Loop() if budget is None else Loop(budget=budget)
+def unavailable(busy_poll: float | None = None, **opts: Any) -> str | None:
+    if busy_poll is not None and "busy_poll" not in inspect.signature(Loop).parameters:
+        return "Loop(busy_poll=...) is not in this evloop yet — skipped"
+    return None
+
+
+def _loop(budget: int | None = None, busy_poll: float | None = None) -> Loop:
+    kwargs: dict[str, Any] = {}
+    if budget is not None:
+        kwargs["budget"] = budget
+    if busy_poll is not None:
+        reason = unavailable(busy_poll)
+        if reason:
+            raise Unsupported(reason)
+        kwargs["busy_poll"] = busy_poll
+    return Loop(**kwargs)
 
 
 def _run(loop: Loop, done: Any, timeout: float, what: str) -> None:
@@ -50,78 +82,162 @@ def _run(loop: Loop, done: Any, timeout: float, what: str) -> None:
         raise TimeoutError(f"evloop {what} did not finish within {timeout:g} s")
 
 
-# --- throughput -------------------------------------------------------------
+class _Ends:
+    """on_close/on_error for a set of Pipes: when each ended, and how."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.end = 0.0
+        self.cpu_end = 0.0
+        self.errors: list[BaseException] = []
+
+    def on_close(self, exc: BaseException | None) -> None:
+        self.closed += 1
+        self.end = time.perf_counter()
+        self.cpu_end = time.process_time()
+        if exc is not None:
+            self.errors.append(exc)
+
+    def check(self) -> None:
+        if self.errors:
+            raise BadFrame(f"receiver failed: {self.errors[0]!r}") from self.errors[0]
 
 
-def throughput(size: int, duration: float, *, budget: int | None = None) -> Throughput:
+# --- throughput and recv ----------------------------------------------------------
+
+
+def throughput(size: int, duration: float, **opts: Any) -> Throughput:
     ours, theirs = socket.socketpair()  # default kernel buffer sizes, as for every system
+    on_frame, state = frame_sink(size)
+    ends = _Ends()
     with Children() as kids:
         kids.spawn(MODULE, "send", theirs.fileno(), size=size, duration=duration)
         theirs.close()
-        with _loop(budget) as loop:
-            state = {"frames": 0, "bytes": 0, "t0": 0.0, "end": 0.0}
-            errors: list[BaseException] = []
-
-            def on_frame(chan: int, data: Any) -> None:
-                if chan != CHANNEL or len(data) != size:
-                    errors.append(BadFrame(f"frame on channel {chan} with {len(data)} bytes"))
-                    pipe.abort()
-                    return
-                state["frames"] += 1
-                state["bytes"] += len(data)
-
-            def on_close(exc: BaseException | None) -> None:
-                state["end"] = time.perf_counter()
-                if exc is not None:
-                    errors.append(exc)
-
-            conn = Conn(loop, ours)
-            pipe = Pipe(conn, on_frame, on_close=on_close, on_error=errors.append)
-            first_data = conn.on_data
-
-            def on_first_data(c: Conn) -> None:
-                state["t0"] = time.perf_counter()
-                c.on_data = first_data
-                assert first_data is not None
-                first_data(c)
-
-            conn.on_data = on_first_data
-            _run(loop, lambda: state["end"] > 0, duration + 60, "throughput receiver")
-    if errors:
-        raise BadFrame(f"receiver failed: {errors[0]!r}") from errors[0]
-    if not state["t0"]:
-        raise BadFrame("sender closed without sending")
-    return Throughput(
-        _LABEL, size, int(state["frames"]), int(state["bytes"]), state["end"] - state["t0"]
-    )
+        with _loop(**opts) as loop:
+            Pipe(Conn(loop, ours), on_frame, on_close=ends.on_close, on_error=ends.errors.append)
+            _run(loop, lambda: ends.closed > 0, duration + 60, "throughput receiver")
+    ends.check()
+    st = state()
+    check_sink(st, None, payload(size))
+    return Throughput(_LABEL, size, st.frames, st.frames * size, ends.end - st.t0)
 
 
-def _send(fd: int, size: int, duration: float) -> None:
-    with Loop() as loop:
-        pipe = Pipe(Conn(loop, socket.socket(fileno=fd)))
-        conn = pipe.conn
-        data = payload(size)
-        batch = range(clock_batch(size))
-        write_frame = pipe.write_frame
-        deadline = time.perf_counter() + duration
-
-        def pump() -> None:
-            # One frame per call, as an application writes; stop at the high
-            # watermark and carry on when the Conn says it drained.
-            while conn.writable:
-                if time.perf_counter() >= deadline:
-                    conn.on_resume_writing = None
-                    pipe.close()  # flushes every frame, then EOF
-                    return
-                for _ in batch:
-                    write_frame(CHANNEL, data)
-            conn.on_resume_writing = pump
-
-        loop.call_soon(pump)
-        _run(loop, lambda: conn.closed, duration + 60, "throughput sender")
+def recv(size: int, duration: float, batch: int, **opts: Any) -> Throughput:
+    ours, theirs = socket.socketpair()
+    on_frame, state = frame_sink(size)
+    ends = _Ends()
+    with _loop(**opts) as loop:
+        Pipe(Conn(loop, ours), on_frame, on_close=ends.on_close, on_error=ends.errors.append)
+        with cpeer.writer([theirs], size, duration, batch) as writer:
+            _run(loop, lambda: ends.closed > 0, duration + 60, "recv")
+            wrote = writer.result()
+    ends.check()
+    st = state()
+    check_sink(st, wrote["frames"], c_payload(size))
+    return Throughput(_LABEL, size, st.frames, st.frames * size, ends.end - st.t0)
 
 
-# --- rtt ----------------------------------------------------------------------
+# --- send --------------------------------------------------------------------------
+
+
+def _pump(loop: Loop, sock: socket.socket, size: int, duration: float) -> list[int]:
+    """Write frames of `size` on a Pipe over `sock` for `duration`, one
+    write_frame() per frame, stopping at the high watermark and carrying on
+    when the Conn drains; then close (flushing everything). Returns a
+    one-item list that counts the frames written as it goes."""
+    pipe = Pipe(Conn(loop, sock))
+    conn = pipe.conn
+    data = payload(size)
+    batch = range(clock_batch(size))
+    write_frame = pipe.write_frame
+    deadline = time.perf_counter() + duration
+    sent = [0]
+
+    def pump() -> None:
+        while conn.writable:
+            if time.perf_counter() >= deadline:
+                conn.on_resume_writing = None
+                pipe.close()  # flushes every frame, then EOF
+                return
+            for _ in batch:
+                write_frame(CHANNEL, data)
+            sent[0] += len(batch)
+        conn.on_resume_writing = pump
+
+    loop.call_soon(pump)
+    _run(loop, lambda: conn.closed, duration + 60, "sender")
+    return sent
+
+
+def send(size: int, duration: float, **opts: Any) -> Throughput:
+    ours, theirs = socket.socketpair()
+    with cpeer.reader(theirs, size) as reader:
+        with _loop(**opts) as loop:
+            sent = _pump(loop, ours, size, duration)[0]
+        got = reader.result()
+    if got["frames"] != sent:
+        raise BadFrame(f"the reader got {got['frames']} frames; {sent} were written")
+    return Throughput(_LABEL, size, got["frames"], got["bytes"], got["seconds"])
+
+
+# --- many --------------------------------------------------------------------------
+
+
+def many(
+    conns: int,
+    mode: str,
+    duration: float,
+    frames: int,
+    size: int,
+    batch: int,
+    trickle: int,
+    pause_us: int,
+    **opts: Any,
+) -> ManyResult:
+    raise_nofile(2 * conns + 256)
+    pairs = [socket.socketpair() for _ in range(conns)]
+    on_frame, state = frame_sink(size)
+    ends = _Ends()
+    with _loop(**opts) as loop:
+        for ours, _ in pairs:
+            Pipe(Conn(loop, ours), on_frame, on_close=ends.on_close, on_error=ends.errors.append)
+        theirs = [t for _, t in pairs]
+        with cpeer.many_writer(
+            theirs, mode, duration, frames, size, batch, trickle, pause_us
+        ) as writer:
+            _run(loop, lambda: ends.closed == conns, cpeer.FLOOD_CAP, f"many ({conns} Pipes)")
+            wrote = writer.result()
+    ends.check()
+    st = state()
+    check_sink(st, wrote["frames"], c_payload(size))
+    return ManyResult(_LABEL, conns, mode, st.frames, ends.end - st.t0, ends.cpu_end - st.cpu0)
+
+
+# --- memory ------------------------------------------------------------------------
+
+
+def memory(conns: int, **opts: Any) -> MemoryResult:
+    raise_nofile(2 * conns + 256)
+    gc.collect()
+    base = rss_bytes()
+    pairs = [socket.socketpair() for _ in range(conns)]
+    gc.collect()
+    with_sockets = rss_bytes()
+    on_frame, _ = frame_sink(64)
+    with _loop(**opts) as loop:
+        pipes = [Pipe(Conn(loop, ours), on_frame) for ours, _ in pairs]
+        turned: list[bool] = []
+        loop.call_soon(turned.append, True)
+        _run(loop, lambda: bool(turned), 30, "memory")  # one whole turn with every fd registered
+        gc.collect()
+        wrapped = rss_bytes()
+        assert len(pipes) == conns
+    for _, theirs in pairs:
+        theirs.close()
+    return MemoryResult(_LABEL, conns, with_sockets - base, wrapped - with_sockets)
+
+
+# --- rtt ---------------------------------------------------------------------------
 
 
 def echo_worker(loop: Loop, pipe: Pipe) -> None:
@@ -129,9 +245,7 @@ def echo_worker(loop: Loop, pipe: Pipe) -> None:
     pipe.on_frame = pipe.write_frame
 
 
-def rtt(count: int, *, budget: int | None = None) -> Latency:
-    from evloop import spawn
-
+def rtt(count: int, busy_poll: float | None = None, **opts: Any) -> Latency:
     request = payload(RTT_SIZE)
     warmup = rtt_warmup(count)
     total = warmup + count
@@ -139,54 +253,63 @@ def rtt(count: int, *, budget: int | None = None) -> Latency:
     state = {"sent": 0, "t": 0, "start": 0, "end": 0}
     errors: list[BaseException] = []
     now = time.perf_counter_ns
-    with _loop(budget) as loop:
 
-        def send() -> None:
-            if state["sent"] == warmup:
-                state["start"] = now()
-            state["sent"] += 1
-            state["t"] = now()
-            worker.write_frame(CHANNEL, request)
+    def on_frame(chan: int, data: Any) -> None:
+        t = now()
+        if chan != CHANNEL or data != request:
+            errors.append(BadFrame("echo differs from request"))
+            return
+        if state["sent"] > warmup:
+            samples.append(t - state["t"])
+        if state["sent"] < total:
+            send()
+        else:
+            state["end"] = t
 
-        def on_frame(_worker: Any, chan: int, data: Any) -> None:
-            t = now()
-            if chan != CHANNEL or data != request:
-                errors.append(BadFrame("echo differs from request"))
-                return
-            if state["sent"] > warmup:
-                samples.append(t - state["t"])
-            if state["sent"] < total:
+    def send() -> None:
+        if state["sent"] == warmup:
+            state["start"] = now()
+        state["sent"] += 1
+        state["t"] = now()
+        write_frame(CHANNEL, request)
+
+    with _loop(busy_poll=busy_poll, **opts) as loop:
+        if busy_poll is None:
+            worker = spawn(loop, f"{MODULE}:echo_worker", on_frame=lambda _w, c, d: on_frame(c, d))
+            write_frame = worker.write_frame
+            send()
+            _run(loop, lambda: bool(state["end"] or errors), 120, "rtt")
+            worker.close()
+            _run(loop, lambda: worker.done, 20, "rtt worker exit")
+        else:
+            ours, theirs = socket.socketpair()
+            with Children() as kids:
+                kids.spawn(MODULE, "echo", theirs.fileno(), busy_poll=busy_poll)
+                theirs.close()
+                pipe = Pipe(Conn(loop, ours), on_frame)
+                write_frame = pipe.write_frame
                 send()
-            else:
-                state["end"] = t
-
-        worker = spawn(loop, f"{MODULE}:echo_worker", on_frame=on_frame)
-        send()
-        _run(loop, lambda: bool(state["end"] or errors), 120, "rtt")
-        worker.close()
-        _run(loop, lambda: worker.done, 20, "rtt worker exit")
+                _run(loop, lambda: bool(state["end"] or errors), 120, "rtt")
+                pipe.close()
+                _run(loop, lambda: pipe.closed, 20, "rtt close")
     if errors:
         raise errors[0]
     return Latency.from_samples(_LABEL, samples, (state["end"] - state["start"]) / 1e9)
 
 
-# --- pool ----------------------------------------------------------------------
+# --- pool --------------------------------------------------------------------------
 
 
 def pool_worker(loop: Loop, pipe: Pipe) -> None:
     """A pool worker: each request's reply is the request itself."""
-    from evloop import serve
-
     serve(loop, pipe, bytes)
 
 
-def pool(workers: int, requests: int, window: int, *, budget: int | None = None) -> PoolResult:
-    from evloop import Pool, Request
-
+def pool(workers: int, requests: int, window: int, **opts: Any) -> PoolResult:
     filler = request_filler()
     state = {"sent": 0, "completed": 0, "start": 0.0, "seconds": 0.0}
     errors: list[BaseException] = []
-    with _loop(budget) as loop:
+    with _loop(**opts) as loop:
         workers_pool = Pool(loop, f"{MODULE}:pool_worker", workers, strategy="least_outstanding")
 
         def issue() -> None:
@@ -224,14 +347,18 @@ def pool(workers: int, requests: int, window: int, *, budget: int | None = None)
     return PoolResult(_LABEL, workers, requests, state["seconds"])
 
 
-# --- children ---------------------------------------------------------------------
+# --- children ----------------------------------------------------------------------
 
 
 def child(role: str, fd: int, **params: Any) -> None:
+    sock = socket.socket(fileno=fd)
     if role == "send":
-        _send(fd, params["size"], params["duration"])
+        with _loop() as loop:
+            _pump(loop, sock, params["size"], params["duration"])
+    elif role == "echo":
+        with _loop(busy_poll=params.get("busy_poll")) as loop:
+            pipe = Pipe(Conn(loop, sock))
+            pipe.on_frame = pipe.write_frame
+            loop.run_until(lambda: pipe.closed)
     else:
         raise ValueError(f"unknown role {role!r}")
-
-
-__all__ = ["throughput", "rtt", "pool", "child", "echo_worker", "pool_worker", "HEADER_SIZE"]

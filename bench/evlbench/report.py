@@ -1,31 +1,32 @@
 # bench/evlbench/report.py
 #
-# Everything the benchmark shows a person: the machine it ran on, the table
-# of figures with evloop's ratio to each system, the target lines, the JSON
-# record and the chart. It works on a list of common.Measurement and nothing
+# Everything the benchmark shows a person, except the chart (chart.py): the
+# machine and its load, one table per workload and case (the median of the
+# repeats, their spread, evloop's ratio to each system from the medians), a
+# scaling summary for the many-connections workload, the target lines and
+# the JSON record. It works on a list of common.Measurement and nothing
 # else, so it can be exercised on synthetic results.
+#
+# Ratios are always evloop's median divided by the other system's median, in
+# the workload's own unit: above 1 is better for evloop where more is better
+# (frames/s, round trips/s, requests/s), below 1 where less is better
+# (ns/frame, KiB/connection). The table titles say which.
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-from collections.abc import Callable, Iterable, Sequence
+import subprocess
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    EVLOOP,
-    RTT_SIZE,
-    UVLOOP_SYSTEMS,
-    Latency,
-    Measurement,
-    PoolResult,
-    Result,
-    Throughput,
-    size_label,
-)
+from .common import Measurement, Result, child_env
+from .registry import EVLOOP, SYSTEMS, WORKLOADS
 
 # --- the machine -------------------------------------------------------------
 
@@ -49,63 +50,86 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine_info() -> dict[str, Any]:
+_PROBE = """
+import inspect, json, evloop, evloop.codec
+print(json.dumps({"version": evloop.__version__, "codec": evloop.codec.IMPLEMENTATION,
+                  "busy_poll": "busy_poll" in inspect.signature(evloop.Loop).parameters}))
+"""
+
+
+def evloop_info() -> dict[str, Any]:
+    """evloop's version, codec and options, asked of a fresh interpreter (the
+    harness itself never imports evloop, so a broken evloop costs its rows,
+    not the run)."""
     try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+        )
+        info: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return info
+    except Exception as e:
+        return {"error": repr(e)}
+
+
+def load_info() -> dict[str, Any]:
+    """The load averages (1, 5, 15 min) and the number of usable cores now."""
     try:
-        load = list(os.getloadavg())
+        load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = []
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        nproc = os.cpu_count() or 0
+    return {"loadavg": load, "nproc": nproc}
+
+
+def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "usable_cores": load_info()["nproc"],
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "kernel": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
+        "evloop": evloop_info(),
         "uvloop": _version("uvloop"),
         "matplotlib": _version("matplotlib"),
-        "loadavg": load,
     }
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    load = " ".join(f"{x:.2f}" for x in info.get("loadavg") or [])
     uv = info.get("uvloop") or "not installed"
+    evl = info.get("evloop") or {}
     parts = [
         f"CPU: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable)",
         f"{info['python']}",
         f"{info['kernel']} {info['arch']}",
+        f"evloop {evl.get('version', '?')} (codec {evl.get('codec', '?')})",
         f"uvloop {uv}",
     ]
-    if info.get("evloop_codec"):
-        parts.append(f"evloop codec {info['evloop_codec']}")
-    if load:
-        parts.append(f"load {load}")
     return "Machine: " + "; ".join(parts)
 
 
-# --- the table -----------------------------------------------------------------
+def load_line(when: str, load: dict[str, Any]) -> str:
+    avg = " ".join(f"{x:.2f}" for x in load.get("loadavg") or []) or "unknown"
+    return f"Load {when} the run: {avg} (1, 5, 15 min), nproc {load.get('nproc', '?')}"
 
 
-def _find(
-    ms: Iterable[Measurement], workload: str, system: str, size: int | None = None
-) -> Measurement | None:
-    for m in ms:
-        if m.workload == workload and m.system == system and m.size == size:
-            return m
-    return None
+# --- numbers -------------------------------------------------------------------
 
 
-def _ratio(ours: Measurement | None, theirs: Measurement) -> str:
-    if theirs.system == EVLOOP or ours is None or not ours.ok or not theirs.ok:
-        return "—"
-    assert ours.result is not None and theirs.result is not None
-    if theirs.result.figure <= 0:
-        return "—"
-    return f"{ours.result.figure / theirs.result.figure:.2f}x"
+def number(x: float) -> str:
+    """A figure, to about three significant digits, with thousands commas."""
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
 
 
 def skip_text(reason: str) -> str:
@@ -127,19 +151,23 @@ def _status_text(m: Measurement) -> str:
     return ""
 
 
-def _figures(r: Result) -> list[str]:
-    if isinstance(r, Throughput):
-        return [f"{r.frames_per_s:,.0f}", f"{r.mb_per_s:,.1f}"]
-    if isinstance(r, Latency):
-        return [f"{r.per_s:,.0f}", f"{r.mean_us:,.1f}", f"{r.p99_us:,.1f}"]
-    return [f"{r.per_s:,.0f}"]
+def _find(ms: Sequence[Measurement], workload: str, system: str, case: str) -> Measurement | None:
+    for m in ms:
+        if m.workload == workload and m.system == system and m.case == case:
+            return m
+    return None
 
 
-_COLUMNS = {
-    "throughput": ["frames/s", "MB/s"],
-    "rtt": ["round trips/s", "mean µs", "p99 µs"],
-    "pool": ["requests/s"],
-}
+def _cells(ms: Sequence[Measurement]) -> list[tuple[str, str]]:
+    """(workload, case) in the order first measured."""
+    out: list[tuple[str, str]] = []
+    for m in ms:
+        if (m.workload, m.case) not in out:
+            out.append((m.workload, m.case))
+    return out
+
+
+# --- the tables ------------------------------------------------------------------
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
@@ -148,18 +176,23 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  " + cells[0].ljust(widths[0]) + tail
 
 
-def _section(
-    title: str, workload: str, rows: Sequence[Measurement], evl: Measurement | None
-) -> list[str]:
-    """One table. The ratio column appears when evloop was part of the run."""
-    heads = ["system", *_COLUMNS[workload]] + (["evloop ×"] if evl is not None else [])
+def _section(title: str, rows: Sequence[Measurement], evl: Measurement | None) -> list[str]:
+    ok = [m for m in rows if m.ok and not m.broken]
+    columns = ok[0].repeats[0].COLUMNS if ok else ()
+    head_attr, head_name = columns[0] if columns else ("figure", "")
+    heads = ["system", f"{head_name} (median)", "min–max", *(h for _, h in columns[1:])]
+    if evl is not None:
+        heads.append("evloop ×")
     full: list[list[str]] = []
-    notes: dict[int, str] = {}  # row -> why it has no figures
+    notes: dict[int, str] = {}
     for i, m in enumerate(rows):
-        if m.ok and not m.broken:
-            assert m.result is not None
-            ratio = [_ratio(evl, m)] if evl is not None else []
-            full.append([m.system, *_figures(m.result), *ratio])
+        if m in ok:
+            lo, hi = m.spread(head_attr)
+            cells = [m.system, number(m.median(head_attr)), f"{number(lo)}–{number(hi)}"]
+            cells += [number(m.median(a)) for a, _ in columns[1:]]
+            if evl is not None:
+                cells.append(ratio_text(evl, m))
+            full.append(cells)
         else:
             full.append([m.system] + [""] * (len(heads) - 1))
             notes[i] = _status_text(m)
@@ -173,118 +206,277 @@ def _section(
     return out
 
 
-def render_table(ms: Sequence[Measurement], params: dict[str, Any]) -> str:
-    """The results as text: one section per workload (and frame size), each
-    row one system, the last column evloop's figure divided by that row's."""
+def ratio(ours: Measurement | None, theirs: Measurement | None) -> float | None:
+    """evloop's median over the other system's, or None if either is missing."""
+    if ours is None or theirs is None or not ours.ok or not theirs.ok:
+        return None
+    if ours.broken or theirs.broken:
+        return None
+    denominator = theirs.median()
+    return ours.median() / denominator if denominator > 0 else None
+
+
+def ratio_text(ours: Measurement | None, theirs: Measurement) -> str:
+    if ours is not None and theirs.system == ours.system:
+        return "—"
+    r = ratio(ours, theirs)
+    return "—" if r is None else f"{r:.2f}x"
+
+
+def _title(workload: str, case: str, args: argparse.Namespace | dict[str, Any]) -> str:
+    params = vars(args) if isinstance(args, argparse.Namespace) else args
+    about = WORKLOADS[workload].about
+    try:
+        about = about.format(**params)
+    except (KeyError, IndexError, ValueError):
+        pass
+    repeat = params.get("repeat", 1)
+    how = f"median of {repeat}" if repeat > 1 else "1 run (no spread)"
+    return f"{workload} — {case}: {about}; {how}"
+
+
+def growth(
+    ms: Sequence[Measurement], system: str, mode: str = "flood"
+) -> tuple[int, int, float] | None:
+    """(smallest N, largest N, figure at largest / at smallest) for a
+    system's many-connections runs in one mode, from the medians."""
+    runs = [
+        m
+        for m in ms
+        if m.workload == "many" and m.system == system and m.ok and m.params.get("mode") == mode
+    ]
+    if len(runs) < 2:
+        return None
+    runs.sort(key=lambda m: m.params["conns"])
+    first, last = runs[0], runs[-1]
+    base = first.median()
+    if base <= 0:
+        return None
+    return first.params["conns"], last.params["conns"], last.median() / base
+
+
+def _many_summary(ms: Sequence[Measurement]) -> list[str]:
+    rows = [m for m in ms if m.workload == "many"]
+    if not rows:
+        return []
+    ns = sorted({m.params["conns"] for m in rows})
+    out = ["many — summary: receiver CPU ns per frame (medians) by connection count"]
+    heads = ["system", "mode", *(f"N={n}" for n in ns), "growth"]
+    table: list[list[str]] = []
+    for mode in ("flood", "trickle"):
+        for system in dict.fromkeys(m.system for m in rows):
+            cells = [system, mode]
+            found = False
+            for n in ns:
+                m = next(
+                    (
+                        x
+                        for x in rows
+                        if x.system == system
+                        and x.params["mode"] == mode
+                        and x.params["conns"] == n
+                    ),
+                    None,
+                )
+                if m is not None and m.ok and not m.broken:
+                    cells.append(number(m.median()))
+                    found = True
+                else:
+                    cells.append("—")
+            g = growth(ms, system, mode)
+            cells.append(f"{g[2]:.2f}x" if g else "—")
+            if found:
+                table.append(cells)
+    widths = (
+        [max(len(h), *(len(r[c]) for r in table)) for c, h in enumerate(heads)] if table else []
+    )
+    if not table:
+        return []
+    out.append(
+        "  " + heads[0].ljust(widths[0]) + "  " + heads[1].ljust(widths[1])
+        + "".join("  " + h.rjust(w) for h, w in zip(heads[2:], widths[2:], strict=True))
+    )  # fmt: skip
+    for r in table:
+        out.append(
+            "  " + r[0].ljust(widths[0]) + "  " + r[1].ljust(widths[1])
+            + "".join("  " + c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True))
+        )  # fmt: skip
+    out.append("  growth: the figure at the largest N over the figure at N=1")
+    return out
+
+
+def render_tables(ms: Sequence[Measurement], args: argparse.Namespace | dict[str, Any]) -> str:
+    """The results as text: one section per workload and case, each row one
+    system; then the many-connections summary."""
     lines: list[str] = []
-    order = {"throughput": 0, "rtt": 1, "pool": 2}
-    cells: list[tuple[str, int | None]] = []
-    for m in ms:
-        if (m.workload, m.size) not in cells:
-            cells.append((m.workload, m.size))
-    cells.sort(key=lambda c: (order.get(c[0], 9), c[1] or 0))
-    best = f", best of {params['repeat']}" if params.get("repeat", 1) > 1 else ""
-    for workload, size in cells:
-        rows = [m for m in ms if m.workload == workload and m.size == size]
-        evl = _find(rows, workload, EVLOOP, size)
-        if workload == "throughput":
-            assert size is not None
-            title = f"throughput: {size_label(size)} frames, one way, {params.get('duration', 0):g} s{best}"
-        elif workload == "rtt":
-            title = f"rtt: {params.get('count', 0):,} sequential round trips of {RTT_SIZE} B frames{best}"
-        else:
-            title = (
-                f"pool: {params.get('workers', 0)} workers, window {params.get('window', 0)} per worker, "
-                f"{params.get('requests', 0):,} requests of {RTT_SIZE} B{best}"
-            )
+    for workload, case in _cells(ms):
+        rows = [m for m in ms if m.workload == workload and m.case == case]
+        evl = _find(rows, workload, EVLOOP, case)
         if lines:
             lines.append("")
-        lines.extend(_section(title, workload, rows, evl))
+        lines.extend(_section(_title(workload, case, args), rows, evl))
+    summary = _many_summary(ms)
+    if summary:
+        lines += ["", *summary]
     return "\n".join(lines)
 
 
 # --- targets -------------------------------------------------------------------
+#
+# Issue 8's targets, as ratios of medians measured in this one run. Each is
+# PASS or MISS with its numbers, or SKIP when a side was not measured.
 
 
 @dataclass(frozen=True)
 class Target:
-    """One goal line: status is PASS, MISS or SKIP; ratio is evloop's figure
-    over the reference's, need the ratio that passes."""
+    """One goal line: status is PASS, MISS or SKIP; `value` is the ratio (or
+    the absolute figure) compared with `need`."""
 
     name: str
     status: str
     detail: str
-    ratio: float | None = None
+    value: float | None = None
     need: float | None = None
 
 
+def _why_missing(m: Measurement | None) -> str:
+    if m is None:
+        return "not measured"
+    return (m.reason.strip().splitlines() or [m.status])[-1]
+
+
+def _usable(m: Measurement | None) -> bool:
+    return m is not None and m.ok and not m.broken
+
+
 def _best(
-    ms: Sequence[Measurement], workload: str, systems: Sequence[str], size: int | None
+    ms: Sequence[Measurement], workload: str, case: str, refs: Sequence[str]
 ) -> Measurement | None:
-    found = [m for m in (_find(ms, workload, s, size) for s in systems) if m is not None and m.ok]
-    return max(found, key=lambda m: m.result.figure if m.result else 0.0, default=None)
+    found = [m for m in (_find(ms, workload, s, case) for s in refs) if _usable(m)]
+    if not found:
+        return None
+    better = max if found[0].repeats[0].HIGHER_IS_BETTER else min  # type: ignore[union-attr]
+    return better(found, key=lambda m: m.median())  # type: ignore[union-attr]
 
 
-def _fmt(value: float, unit: str) -> str:
-    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.2f} {unit}"
-
-
-def _target(
+def _against(
     name: str,
     ms: Sequence[Measurement],
     workload: str,
-    size: int | None,
+    case: str,
     refs: Sequence[str],
     need: float,
-    metric: Callable[[Any], float],
-    unit: str,
+    at_most: bool = False,
+    ours: str = EVLOOP,
+    invert: bool = False,
 ) -> Target:
-    evl = _find(ms, workload, EVLOOP, size)
-    if evl is None or not evl.ok:
-        why = (
-            "not measured" if evl is None else (evl.reason.strip().splitlines() or [evl.status])[-1]
-        )
-        return Target(name, "SKIP", f"evloop: {why}")
-    ref = _best(ms, workload, refs, size)
+    """evloop's median over the best of `refs` must be >= need (or <= need
+    with at_most). invert compares times instead of rates (1 / figure)."""
+    evl = _find(ms, workload, ours, case)
+    if not _usable(evl):
+        return Target(name, "SKIP", f"{ours}: {_why_missing(evl)}")
+    assert evl is not None
+    ref = _best(ms, workload, case, refs)
     if ref is None:
         return Target(name, "SKIP", f"{' / '.join(refs)}: not measured or not available")
-    ours, theirs = metric(evl.result), metric(ref.result)
-    ratio = ours / theirs if theirs > 0 else float("inf")
-    status = "PASS" if ratio >= need else "MISS"
-    detail = f"evloop {_fmt(ours, unit)} vs {ref.system} {_fmt(theirs, unit)}: {ratio:.2f}x (need {need:.2f}x)"
-    return Target(name, status, detail, ratio, need)
+    a, b = evl.median(), ref.median()
+    unit = evl.repeats[0].UNIT
+    if invert:  # round-trip times, from the rates
+        a, b, unit = 1e6 / a, 1e6 / b, "µs per round trip"
+    value = a / b if b > 0 else float("inf")
+    ok = value <= need if at_most else value >= need
+    rel = "<=" if at_most else ">="
+    detail = (
+        f"{ours} {number(a)} vs {ref.system} {number(b)} {unit}: "
+        f"{value:.2f}x (need {rel} {need:.2f}x)"
+    )
+    return Target(name, "PASS" if ok else "MISS", detail, value, need)
 
 
-def evaluate_targets(ms: Sequence[Measurement]) -> list[Target]:
-    """The project's goals, checked against this run. At one frame size the
-    frames/s ratio and the MB/s ratio are the same number."""
-    uv = list(UVLOOP_SYSTEMS)
+def _growth_target(ms: Sequence[Measurement], need: float) -> Target:
+    name = f"many: evloop's flood cost grows <= {need:.1f}x from 1 to 1000 Pipes"
+    g = growth(ms, EVLOOP, "flood")
+    if g is None:
+        return Target(name, "SKIP", "evloop: fewer than two flood connection counts measured")
+    lo, hi, value = g
+    note = "" if (lo, hi) == (1, 1000) else f" (measured N={lo}..{hi} only)"
+    ok = value <= need
+    detail = f"evloop N={lo} → N={hi}: {value:.2f}x (need <= {need:.2f}x){note}"
+    return Target(name, "PASS" if ok else "MISS", detail, value, need)
 
-    def frames(r: Throughput) -> float:
-        return r.frames_per_s
 
-    def mb(r: Throughput) -> float:
-        return r.mb_per_s
+def _memory_target(ms: Sequence[Measurement], need: float) -> Target:
+    name = f"memory: an idle Conn+Pipe <= {need:g} KiB RSS"
+    cases = [m for m in ms if m.workload == "memory" and m.system == EVLOOP]
+    evl = cases[0] if cases else None
+    if not _usable(evl):
+        return Target(name, "SKIP", f"evloop: {_why_missing(evl)}")
+    assert evl is not None
+    value = evl.median()
+    detail = f"evloop {value:.2f} KiB per connection ({evl.case} connections; need <= {need:g})"
+    return Target(name, "PASS" if value <= need else "MISS", detail, value, need)
 
-    def trips(r: Latency) -> float:
-        return r.per_s
 
+def _uvloop_names(workload: str) -> list[str]:
+    return [n for n, s in SYSTEMS.items() if "uvloop" in s.tags and workload in s.workloads]
+
+
+def _aio_names(workload: str) -> list[str]:
     return [
-        _target(
-            "64 B frames/s >= 2x best uvloop", ms, "throughput", 64, uv, 2.0, frames, "frames/s"
-        ),
-        _target("1 KiB MB/s >= 2x best uvloop", ms, "throughput", 1024, uv, 2.0, mb, "MB/s"),
-        _target("1 MiB MB/s >= 70% of C", ms, "throughput", 1 << 20, ["c"], 0.7, mb, "MB/s"),
-        _target(
-            "rtt round trips/s >= best uvloop", ms, "rtt", None, uv, 1.0, trips, "round trips/s"
-        ),
+        n for n, s in SYSTEMS.items() if s.tags & {"uvloop", "asyncio"} and workload in s.workloads
     ]
 
 
+def evaluate_targets(ms: Sequence[Measurement]) -> list[Target]:
+    """Issue 8's targets, checked against this run's medians."""
+    flood = next(
+        (m.case for m in ms if m.workload == "many" and m.params.get("mode") == "flood"
+         and m.params.get("conns") == 100),
+        "flood N=100",
+    )  # fmt: skip
+    out: list[Target] = []
+    for case in ("64 B", "1 KiB"):
+        out.append(
+            _against(f"recv {case}: >= 1.5x uvloop-protocol", ms, "recv", case,
+                     ["uvloop-protocol"], 1.5)
+        )  # fmt: skip
+        out.append(
+            _against(f"recv {case}: >= 60% of the Python floor", ms, "recv", case,
+                     ["python-floor"], 0.6)
+        )  # fmt: skip
+    out.append(
+        _against("many: 100 flooding Pipes cost <= uvloop's per frame", ms, "many", flood,
+                 ["uvloop-protocol"], 1.0, at_most=True)
+    )  # fmt: skip
+    out.append(_growth_target(ms, 1.3))
+    out.append(_memory_target(ms, 2.5))
+    out.append(
+        _against("rtt: round trips/s >= 1.0x the best uvloop", ms, "rtt", "64 B",
+                 _uvloop_names("rtt"), 1.0)
+    )  # fmt: skip
+    out.append(
+        _against("rtt: busy-poll round trip <= 1.1x a blocking socket's", ms, "rtt", "64 B",
+                 ["blocking-socket"], 1.1, at_most=True, ours="evloop-busypoll", invert=True)
+    )  # fmt: skip
+    pool_case = next((m.case for m in ms if m.workload == "pool"), "")
+    out.append(
+        _against("pool: >= 1.2x the best asyncio/uvloop dispatcher", ms, "pool", pool_case,
+                 _aio_names("pool"), 1.2)
+    )  # fmt: skip
+    for case in ("64 B", "1 KiB"):
+        out.append(
+            _against(f"throughput {case}: >= 2x the best uvloop", ms, "throughput", case,
+                     _uvloop_names("throughput"), 2.0)
+        )  # fmt: skip
+    return out
+
+
 def render_targets(targets: Sequence[Target]) -> str:
-    lines = ["targets"]
+    lines = ["targets (issue 8; ratios of medians from this run)"]
     for t in targets:
         lines.append(f"  {t.status:<4}  {t.name}: {t.detail}")
+    counts = {s: sum(t.status == s for t in targets) for s in ("PASS", "MISS", "SKIP")}
+    lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
 
 
@@ -293,23 +485,44 @@ def render_targets(targets: Sequence[Target]) -> str:
 
 def _result_json(r: Result) -> dict[str, Any]:
     data = asdict(r)
-    if isinstance(r, Throughput):
-        data.update(frames_per_s=r.frames_per_s, mb_per_s=r.mb_per_s)
-    elif isinstance(r, (Latency, PoolResult)):
-        data.update(per_s=r.per_s)
+    for attr, _ in r.COLUMNS:
+        data[attr] = getattr(r, attr)
     return data
 
 
 def measurement_json(m: Measurement) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "workload": m.workload,
         "system": m.system,
-        "size": m.size,
+        "case": m.case,
+        "params": m.params,
         "status": m.status,
         "reason": m.reason,
-        "result": _result_json(m.result) if m.result is not None else None,
         "repeats": [_result_json(r) for r in m.repeats],
     }
+    if m.repeats:
+        r0 = m.repeats[0]
+        attrs = ["figure", *(a for a, _ in r0.COLUMNS)]
+        data["unit"] = r0.UNIT
+        data["higher_is_better"] = r0.HIGHER_IS_BETTER
+        data["median"] = {a: m.median(a) for a in attrs}
+        data["min"] = {a: m.spread(a)[0] for a in attrs}
+        data["max"] = {a: m.spread(a)[1] for a in attrs}
+    return data
+
+
+def _ratios(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
+    out = []
+    for workload, case in _cells(ms):
+        evl = _find(ms, workload, EVLOOP, case)
+        for m in ms:
+            if m.workload == workload and m.case == case and m.system != EVLOOP:
+                r = ratio(evl, m)
+                if r is not None:
+                    out.append(
+                        {"workload": workload, "case": case, "system": m.system, "evloop_ratio": r}
+                    )
+    return out
 
 
 def write_json(
@@ -323,6 +536,7 @@ def write_json(
         "machine": machine,
         "args": args,
         "measurements": [measurement_json(m) for m in ms],
+        "ratios": _ratios(ms),
         "targets": [asdict(t) for t in targets],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,55 +545,15 @@ def write_json(
     os.replace(tmp, path)
 
 
-# --- chart ---------------------------------------------------------------------
-
-
-def draw_chart(path: Path, ms: Sequence[Measurement], machine: dict[str, Any]) -> str | None:
-    """Throughput by frame size, MB/s and frames/s, one line per system, on
-    log-log axes. Returns None when drawn, or why it was not."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return "matplotlib not installed — chart skipped"
-    series: dict[str, list[Throughput]] = {}
-    for m in ms:
-        if (
-            m.workload == "throughput"
-            and m.ok
-            and isinstance(m.result, Throughput)
-            and m.result.seconds > 0
-            and m.result.frames > 0
-        ):
-            series.setdefault(m.system, []).append(m.result)
-    if not series:
-        return "no throughput results to chart"
-    fig = Figure(figsize=(13, 5.5), layout="constrained")
-    ax_mb, ax_fr = fig.subplots(1, 2)
-    sizes = sorted({r.size for rs in series.values() for r in rs})
-    for name, results in series.items():
-        results.sort(key=lambda r: r.size)
-        xs = [r.size for r in results]
-        style: dict[str, Any] = {"marker": "o", "linewidth": 1.4, "markersize": 4}
-        if name.startswith("evloop"):
-            style.update(linewidth=2.8, markersize=7, linestyle="-" if name == EVLOOP else "--")
-        elif name == "c":
-            style.update(color="black", linestyle=":")
-        ax_mb.plot(xs, [r.mb_per_s for r in results], label=name, **style)
-        ax_fr.plot(xs, [r.frames_per_s for r in results], label=name, **style)
-    for ax, label in ((ax_mb, "MB/s (1 MB = 10⁶ bytes)"), (ax_fr, "frames/s")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(sizes, [size_label(s) for s in sizes])
-        ax.minorticks_off()
-        ax.set_xlabel("payload per frame")
-        ax.set_ylabel(label)
-        ax.grid(True, which="major", alpha=0.3)
-    ax_mb.set_title("one-way throughput, MB/s")
-    ax_fr.set_title("one-way throughput, frames/s")
-    ax_fr.legend(loc="best", fontsize="small")
-    fig.suptitle(
-        f"evloop vs peers — {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} cores, {machine.get('python', '?')}"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return None
+def load_measurements(data: dict[str, Any]) -> list[Measurement]:
+    """Measurements back from a JSON record (to redraw a chart or a table)."""
+    out = []
+    for d in data["measurements"]:
+        cls = WORKLOADS[d["workload"]].result
+        fields = cls.__dataclass_fields__
+        repeats = [cls(**{k: v for k, v in r.items() if k in fields}) for r in d["repeats"]]
+        out.append(
+            Measurement(d["workload"], d["system"], d["case"], d["params"], d["status"],
+                        d["reason"], repeats)
+        )  # fmt: skip
+    return out

@@ -55,6 +55,7 @@ from .common import (
     RTT_SIZE,
     BadFrame,
     Children,
+    IdleSockets,
     Latency,
     ManyResult,
     MemoryResult,
@@ -472,32 +473,35 @@ def memory(
     conns: int, *, loop: str = "asyncio", api: str = "protocol", **unused: Any
 ) -> MemoryResult:
     _protocol_only(api, "memory")
-    raise_nofile(3 * conns + 256)
     ev = _new_loop(loop)
     try:
         gc.collect()
         base = rss_bytes()
-        pairs = [socket.socketpair() for _ in range(conns)]
-        gc.collect()
-        with_sockets = rss_bytes()
-        on_frame, _ = frame_sink(64)
-        sink = _Sink(ev.create_future(), on_frame, conns)
+        idle = IdleSockets(conns)
+        try:
+            gc.collect()
+            with_sockets = rss_bytes()
+            on_frame, _ = frame_sink(64)
+            sink = _Sink(ev.create_future(), on_frame, conns)
 
-        async def wrap() -> list[Any]:
-            made = await asyncio.gather(
-                *(ev.create_unix_connection(lambda: ChunkProtocol(sink), sock=a) for a, _ in pairs)
-            )
-            await asyncio.sleep(0)  # one whole iteration with every reader registered
-            return [t for t, _ in made]
+            async def wrap() -> list[Any]:
+                made = await asyncio.gather(
+                    *(
+                        ev.create_unix_connection(lambda: ChunkProtocol(sink), sock=sock)
+                        for sock in idle.socks
+                    )
+                )
+                await asyncio.sleep(0)  # one whole iteration with every reader registered
+                return [t for t, _ in made]
 
-        transports = ev.run_until_complete(wrap())
-        gc.collect()
-        wrapped = rss_bytes()
-        for t in transports:
-            t.abort()
-        ev.run_until_complete(asyncio.sleep(0))
-        for _, theirs in pairs:
-            theirs.close()
+            transports = ev.run_until_complete(wrap())
+            gc.collect()
+            wrapped = rss_bytes()
+            for t in transports:
+                t.abort()
+            ev.run_until_complete(asyncio.sleep(0))
+        finally:
+            idle.close()
     finally:
         ev.close()
     return MemoryResult(_label(loop, api), conns, with_sockets - base, wrapped - with_sockets)

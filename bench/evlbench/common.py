@@ -36,6 +36,7 @@ import json
 import os
 import random
 import resource
+import socket
 import statistics
 import struct
 import subprocess
@@ -257,10 +258,11 @@ class ManyResult:
 @dataclass(frozen=True)
 class MemoryResult:
     """Resident memory of `conns` idle connections in one fresh process.
-    `sockets_bytes` is what creating the bare socketpairs (both ends, as
-    Python socket objects) added to RSS; `wrapped_bytes` is what wrapping one
-    end of each in the system's connection objects, registered on its loop,
-    added on top of that. The headline is wrapped_bytes per connection."""
+    `sockets_bytes` is what creating the bare sockets (this process's end of
+    each socketpair, a Python socket object; common.IdleSockets) added to
+    RSS; `wrapped_bytes` is what wrapping each in the system's connection
+    objects, registered on its loop, added on top of that. The headline is
+    wrapped_bytes per connection."""
 
     system: str
     conns: int
@@ -271,7 +273,7 @@ class MemoryResult:
     UNIT: ClassVar[str] = "KiB/conn"
     COLUMNS: ClassVar[Columns] = (
         ("kib_per_conn", "KiB/conn"),
-        ("socket_kib_per_pair", "bare socketpair KiB"),
+        ("socket_kib_per_pair", "bare socket KiB"),
     )
 
     @property
@@ -405,6 +407,65 @@ def raise_nofile(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
     except (ValueError, OSError) as e:
         raise Unsupported(f"cannot raise RLIMIT_NOFILE to {need} (hard limit {hard}): {e}") from e
+
+
+_HOLDER = """
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+ctl = socket.socket(fileno=int(sys.argv[1]))
+kept = []
+while True:
+    msg, fds, _, _ = socket.recv_fds(ctl, 16, 253)
+    if not msg:
+        break
+    kept.extend(fds)
+    ctl.send(b"k")
+"""
+
+
+class IdleSockets:
+    """`n` connected socketpairs, idle, of which this process keeps one end
+    each (`socks`); a helper process holds the other ends, passed to it over
+    SCM_RIGHTS as they are made. Keeping both ends here would need 2n
+    descriptors, and where the hard RLIMIT_NOFILE is 20,000 (as on the
+    development VM, even for root) 10,000 connections would not fit."""
+
+    BATCH = 250  # fds per message (the kernel's SCM_MAX_FD is 253)
+
+    def __init__(self, n: int) -> None:
+        raise_nofile(n + 512)
+        ctl, theirs = socket.socketpair()
+        self._ctl = ctl
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.socks: list[socket.socket] = []
+        try:
+            for start in range(0, n, self.BATCH):
+                batch = [socket.socketpair() for _ in range(min(self.BATCH, n - start))]
+                socket.send_fds(ctl, [b"f"], [b.fileno() for _, b in batch])
+                if ctl.recv(1) != b"k":
+                    raise ChildFailed("the socket holder went away")
+                for ours, other in batch:
+                    other.close()  # the holder has its own reference now
+                    self.socks.append(ours)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        self._ctl.close()  # the holder's EOF
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def rss_bytes() -> int:

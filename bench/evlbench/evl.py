@@ -38,6 +38,7 @@ from .common import (
     RTT_SIZE,
     BadFrame,
     Children,
+    IdleSockets,
     Latency,
     ManyResult,
     MemoryResult,
@@ -217,23 +218,23 @@ def many(
 
 
 def memory(conns: int, **opts: Any) -> MemoryResult:
-    raise_nofile(2 * conns + 256)
     gc.collect()
     base = rss_bytes()
-    pairs = [socket.socketpair() for _ in range(conns)]
-    gc.collect()
-    with_sockets = rss_bytes()
-    on_frame, _ = frame_sink(64)
-    with _loop(**opts) as loop:
-        pipes = [Pipe(Conn(loop, ours), on_frame) for ours, _ in pairs]
-        turned: list[bool] = []
-        loop.call_soon(turned.append, True)
-        _run(loop, lambda: bool(turned), 30, "memory")  # one whole turn with every fd registered
+    idle = IdleSockets(conns)
+    try:
         gc.collect()
-        wrapped = rss_bytes()
-        assert len(pipes) == conns
-    for _, theirs in pairs:
-        theirs.close()
+        with_sockets = rss_bytes()
+        on_frame, _ = frame_sink(64)
+        with _loop(**opts) as loop:
+            pipes = [Pipe(Conn(loop, sock), on_frame) for sock in idle.socks]
+            turned: list[bool] = []
+            loop.call_soon(turned.append, True)
+            _run(loop, lambda: bool(turned), 30, "memory")  # a whole turn, every fd registered
+            gc.collect()
+            wrapped = rss_bytes()
+            assert len(pipes) == conns
+    finally:
+        idle.close()
     return MemoryResult(_LABEL, conns, with_sockets - base, wrapped - with_sockets)
 
 

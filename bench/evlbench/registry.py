@@ -122,7 +122,7 @@ WORKLOADS: dict[str, Workload] = {
             "memory",
             MemoryResult,
             "RSS added per idle connection (Conn+Pipe, or transport+Protocol) on top of "
-            "the bare socketpairs, in a fresh process; lower is better",
+            "the bare sockets, in a fresh process; lower is better",
             lambda a: [Case(f"{a.memory_conns:,} idle", {"conns": a.memory_conns})],
             lambda p: 60.0 + 0.005 * p["conns"],
         ),

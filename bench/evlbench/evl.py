@@ -16,8 +16,10 @@
 # memory: N idle Conn+Pipe on one Loop, in this fresh process.
 # rtt: a worker started with evloop.spawn() echoes each frame; this process
 #   sends the next request from the reply's on_frame callback. With
-#   busy_poll, both ends build Loop(busy_poll=...) (the child is started
-#   like a peer's, since spawn() builds the worker's Loop itself).
+#   child="socketpair" the echo child is a plain Conn + Pipe on a socketpair,
+#   started like a peer's child; with busy_poll, both ends build
+#   Loop(busy_poll=...), which needs that child too (spawn() builds the
+#   worker's Loop itself).
 # pool: an evloop.Pool of workers answering with evloop.serve(); this
 #   process keeps `window` requests in flight per worker through
 #   Pool.request().
@@ -246,7 +248,7 @@ def echo_worker(loop: Loop, pipe: Pipe) -> None:
     pipe.on_frame = pipe.write_frame
 
 
-def rtt(count: int, busy_poll: float | None = None, **opts: Any) -> Latency:
+def rtt(count: int, busy_poll: float | None = None, child: str = "spawn", **opts: Any) -> Latency:
     request = payload(RTT_SIZE)
     warmup = rtt_warmup(count)
     total = warmup + count
@@ -275,7 +277,7 @@ def rtt(count: int, busy_poll: float | None = None, **opts: Any) -> Latency:
         write_frame(CHANNEL, request)
 
     with _loop(busy_poll=busy_poll, **opts) as loop:
-        if busy_poll is None:
+        if busy_poll is None and child == "spawn":
             worker = spawn(loop, f"{MODULE}:echo_worker", on_frame=lambda _w, c, d: on_frame(c, d))
             write_frame = worker.write_frame
             send()

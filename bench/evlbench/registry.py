@@ -172,6 +172,13 @@ SYSTEMS: dict[str, System] = {
         "evloop with Loop(budget=1), the design's one frame per readiness",
         frozenset({"evloop"}),
     ),
+    "evloop-socketpair": System(
+        "evlbench.evl",
+        {"child": "socketpair"},
+        ("rtt",),
+        "evloop with a plain Conn+Pipe echo child instead of spawn(): the busy-poll row's baseline",
+        frozenset({"evloop"}),
+    ),
     "evloop-busypoll": System(
         "evlbench.evl",
         {"busy_poll": 0.0001},

@@ -44,8 +44,8 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "repeat": (3, 1),
     "duration": (1.0, 0.1),
     "sizes": ([64, 1024, 64 * 1024, 1 << 20], [64, 1 << 20]),
-    "recv_sizes": ([64, 1024], [64, 1024]),
-    "send_sizes": ([64, 1024], [64, 1024]),
+    "recv_sizes": ([64, 1024], [64]),
+    "send_sizes": ([64, 1024], [64]),
     "many_conns": ([1, 10, 100, 1000], [1, 10]),
     "many_frames": (300_000, 5_000),
     "many_duration": (0.5, 0.1),
@@ -101,8 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--duration", type=float, help="seconds per throughput, recv and send measurement (1 / 0.1)"
     )
     g.add_argument("--sizes", type=_sizes, help="throughput frame sizes (64,1K,64K,1M / 64,1M)")
-    g.add_argument("--recv-sizes", type=_sizes, help="recv frame sizes (64,1K)")
-    g.add_argument("--send-sizes", type=_sizes, help="send frame sizes (64,1K)")
+    g.add_argument("--recv-sizes", type=_sizes, help="recv frame sizes (64,1K / 64)")
+    g.add_argument("--send-sizes", type=_sizes, help="send frame sizes (64,1K / 64)")
     g.add_argument(
         "--batch",
         type=int,

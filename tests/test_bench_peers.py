@@ -1,18 +1,23 @@
 # tests/test_bench_peers.py
 #
-# The benchmark's peers and harness, with tiny parameters: every peer system
-# runs its three workloads for real (real socketpairs, real child processes),
-# the asyncio frame parsers are fed byte streams cut at arbitrary points, the
-# harness's hard timeout is shown to kill a hung system and its children, and
-# the table/JSON/chart code runs on a synthetic result set.
+# The benchmark's systems and harness, with tiny parameters (nothing here
+# asserts on speed): every system runs every workload it takes part in for
+# real (real socketpairs, real child processes, the real C peers); the
+# checks that make a figure trustworthy are shown to catch a system that
+# loses, adds or corrupts frames; the asyncio frame parsers are fed byte
+# streams cut at arbitrary points; the harness's hard timeout is shown to
+# kill a hung system and its children; and the table, targets, JSON and
+# chart code runs on synthetic results.
 from __future__ import annotations
 
 import asyncio
 import importlib
 import json
 import os
+import socket
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,102 +26,286 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evloop.bench import __main__ as harness
-from evloop.bench import ceiling, report
-from evloop.bench.aio_frames import BufferedFrames, ChunkProtocol, Handler
-from evloop.bench.common import (
+from evlbench import __main__ as harness
+from evlbench import aio, ceiling, chart, cpeer, evl, floor, report
+from evlbench.aio_frames import BufferedFrames, ChunkProtocol, Handler
+from evlbench.common import (
+    CHANNEL,
     HEADER,
-    SYSTEMS,
+    BadFrame,
+    ChildFailed,
     Latency,
+    ManyResult,
     Measurement,
+    MemoryResult,
     PoolResult,
     Throughput,
-    Unsupported,
+    c_payload,
+    check_sink,
+    frame_sink,
     parse_size,
     percentile,
     size_label,
 )
+from evlbench.registry import SYSTEMS, WORKLOADS
 
-PEERS = [
-    "asyncio-streams",
-    "asyncio-protocol",
-    "uvloop-streams",
-    "uvloop-protocol",
-    "multiprocessing",
-    "c",
-]
+# The smallest parameters that still exercise each workload's whole path.
+TINY: dict[str, dict[str, Any]] = {
+    "throughput": {"duration": 0.05},
+    "recv": {"size": 64, "duration": 0.05, "batch": 16},
+    "send": {"size": 64, "duration": 0.05},
+    "many": {
+        "conns": 3,
+        "mode": "flood",
+        "duration": 0.05,
+        "frames": 600,
+        "size": 64,
+        "batch": 16,
+        "trickle": 2,
+        "pause_us": 50,
+    },
+    "memory": {"conns": 50},
+    "rtt": {"count": 50},
+    "pool": {"workers": 2, "requests": 200, "window": 8},
+}
+CELLS = [(name, w) for name, s in SYSTEMS.items() for w in s.workloads]
 
 
-def _peer(name: str) -> tuple[Any, dict[str, Any]]:
-    """The module and opts of a peer, skipping the test when the peer cannot
-    run here (uvloop is not in the test extra; C needs a compiler)."""
-    module_name, opts = SYSTEMS[name]
-    module = importlib.import_module(module_name)
+def _system(name: str) -> tuple[Any, dict[str, Any]]:
+    """The module and opts of a system, skipping the test when it cannot run
+    here (uvloop missing, no C compiler, an evloop without busy_poll)."""
+    system = SYSTEMS[name]
+    module = importlib.import_module(system.module)
     check = getattr(module, "unavailable", None)
-    reason = check(**opts) if check else None
+    reason = check(**system.opts) if check else None
     if reason:
         pytest.skip(reason)
-    return module, opts
+    return module, dict(system.opts)
 
 
-# --- every peer, every workload ----------------------------------------------------
+def _check(workload: str, r: Any, params: dict[str, Any]) -> None:
+    assert isinstance(r, WORKLOADS[workload].result)
+    if isinstance(r, Throughput):
+        assert r.frames > 0 and r.bytes == r.frames * r.size and 0 < r.seconds < 30
+        assert r.frames_per_s > 0 and r.mb_per_s == pytest.approx(r.bytes / r.seconds / 1e6)
+    elif isinstance(r, ManyResult):
+        assert r.conns == params["conns"] and r.mode == params["mode"]
+        assert r.frames >= params["conns"] * params["batch"]  # at least one round each
+        assert r.cpu_seconds > 0 and r.seconds > 0 and r.cpu_ns_per_frame > 0
+    elif isinstance(r, MemoryResult):
+        assert r.conns == params["conns"] and r.wrapped_bytes >= 0
+    elif isinstance(r, Latency):
+        assert r.count == params["count"] and r.mean_us > 0 and r.p99_us >= r.mean_us * 0.5
+        # Every trip is inside the timed span, so the trips add up to at most it.
+        assert r.mean_us * r.count <= r.seconds * 1e6 * 1.001 + 1
+    else:
+        assert isinstance(r, PoolResult)
+        assert (r.workers, r.requests) == (params["workers"], params["requests"])
+        assert r.seconds > 0 and r.per_s > 0
+
+
+# --- every system, every workload it runs ------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("name", "workload"), CELLS, ids=[f"{n}-{w}" for n, w in CELLS])
+def test_every_cell(name: str, workload: str) -> None:
+    module, opts = _system(name)
+    sizes = [64, 1 << 20] if workload == "throughput" else [None]
+    for size in sizes:
+        params = dict(TINY[workload])
+        if size is not None:
+            params["size"] = size
+        if workload == "many":
+            for mode in ("flood", "trickle"):
+                params["mode"] = mode
+                _check(workload, module.many(**params, **opts), params)
+            continue
+        _check(workload, getattr(module, workload)(**params, **opts), params)
+
+
+def test_registry_is_consistent() -> None:
+    for name, system in SYSTEMS.items():
+        module = importlib.import_module(system.module)
+        for workload in system.workloads:
+            assert workload in WORKLOADS, (name, workload)
+            assert callable(getattr(module, workload, None)), (name, workload)
+    # The peers the targets compare with exist.
+    for needed in ("uvloop-protocol", "python-floor", "blocking-socket", "evloop-busypoll"):
+        assert needed in SYSTEMS
+
+
+def test_busy_poll_row_follows_the_loop_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    import evloop
+
+    has = "busy_poll" in inspect.signature(evloop.Loop).parameters
+    assert (evl.unavailable(busy_poll=0.0001) is None) == has
+    assert evl.unavailable() is None
+
+    class NoBusyPoll:
+        def __init__(self, *, budget: int = 64) -> None: ...
+
+    monkeypatch.setattr(evl, "Loop", NoBusyPoll)
+    reason = evl.unavailable(busy_poll=0.0001)
+    assert reason is not None and "busy_poll" in reason
+
+
+# --- the checks that catch a wrong system -------------------------------------------
+
+
+def test_frame_sink_catches_wrong_frames() -> None:
+    good = c_payload(8)
+    on_frame, state = frame_sink(8)
+    for _ in range(3):
+        on_frame(CHANNEL, good)
+    check_sink(state(), 3, good)
+    with pytest.raises(BadFrame, match="received 3 frames"):
+        check_sink(state(), 4, good)  # one lost
+    with pytest.raises(BadFrame, match="last payload"):
+        check_sink(state(), 3, bytes(8))  # corrupted
+    on_frame(CHANNEL, good[:7])  # a short one
+    with pytest.raises(BadFrame, match="7 bytes"):
+        check_sink(state(), 4, good)
+    on_frame2, state2 = frame_sink(8)
+    on_frame2(CHANNEL + 1, good)  # wrong channel
+    with pytest.raises(BadFrame, match="channel"):
+        check_sink(state2(), 1, good)
+    with pytest.raises(BadFrame, match="nothing"):
+        check_sink(frame_sink(8)[1](), None, good)
+
+
+class _FakeWriter:
+    """Stands in for the C writer: sends `data` from a thread and claims to
+    have written `claimed` frames."""
+
+    def __init__(self, sock: socket.socket, data: bytes, claimed: int) -> None:
+        self.claimed = claimed
+
+        def run() -> None:
+            with sock:
+                sock.sendall(data)
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def result(self) -> dict[str, Any]:
+        self.thread.join()
+        return {"frames": self.claimed}
+
+    def __enter__(self) -> _FakeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join()
+
+
+def _frames(n: int, size: int = 64, last: bytes | None = None) -> bytes:
+    body = HEADER.pack(CHANNEL, size) + c_payload(size)
+    tail = HEADER.pack(CHANNEL, len(last)) + last if last is not None else body
+    return body * (n - 1) + tail
+
+
+RECEIVERS = {
+    "evloop": lambda: evl.recv(64, 0.05, 16),
+    "asyncio-protocol": lambda: aio.recv(64, 0.05, 16, loop="asyncio"),
+    "python-floor": lambda: floor.recv(64, 0.05, 16),
+}
+CORRUPT = {
+    "lost": (_frames(100), 101, "received 100 frames"),
+    "extra": (_frames(100), 99, "received 100 frames"),
+    "corrupt": (_frames(100, last=bytes(64)), 100, "last payload"),
+    "short": (_frames(100, last=bytes(63)), 100, "63 bytes"),
+}
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("size", [64, 64 * 1024])
-@pytest.mark.parametrize("name", PEERS)
-def test_throughput(name: str, size: int) -> None:
-    module, opts = _peer(name)
-    r = module.throughput(size, 0.1, **opts)
-    assert isinstance(r, Throughput)
-    assert r.size == size
-    assert r.frames > 0
-    assert r.bytes == r.frames * size
-    assert 0 < r.seconds < 10
-    assert r.frames_per_s > 0 and r.mb_per_s == pytest.approx(r.bytes / r.seconds / 1e6)
+@pytest.mark.parametrize("fault", CORRUPT)
+@pytest.mark.parametrize("receiver", RECEIVERS)
+def test_receivers_catch_a_writer_that_lies(
+    receiver: str, fault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, claimed, message = CORRUPT[fault]
+
+    def fake(socks: list[socket.socket], *args: Any, **kwargs: Any) -> _FakeWriter:
+        (sock,) = socks
+        return _FakeWriter(sock, data, claimed)
+
+    monkeypatch.setattr(cpeer, "writer", fake)
+    with pytest.raises(BadFrame, match=message):
+        RECEIVERS[receiver]()
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("name", PEERS)
-def test_rtt(name: str) -> None:
-    module, opts = _peer(name)
-    r = module.rtt(200, **opts)
-    assert isinstance(r, Latency)
-    assert r.count == 200
-    assert r.mean_us > 0 and r.p99_us > 0
-    # Every trip is inside the timed span, so the trips add up to at most it.
-    assert r.mean_us * r.count <= r.seconds * 1e6 * 1.001 + 1
-    assert r.per_s > 0
+def test_c_writer_writes_what_it_says() -> None:
+    pairs = [socket.socketpair() for _ in range(2)]
+    with cpeer.writer([b for _, b in pairs], 16, 60.0, 5, rounds=3) as w:
+        got = []
+        for a, _ in pairs:
+            chunks = []
+            while chunk := a.recv(65536):
+                chunks.append(chunk)
+            got.append(b"".join(chunks))
+            a.close()
+        out = w.result()
+    frame = HEADER.pack(CHANNEL, 16) + c_payload(16)
+    assert got == [frame * 15, frame * 15]  # 3 rounds of 5 frames on each socket
+    assert out["frames"] == 30 and out["bytes"] == 30 * 16 and out["writes"] == 6
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("name", PEERS)
-def test_pool(name: str) -> None:
-    module, opts = _peer(name)
-    if name == "c":
-        with pytest.raises(Unsupported):
-            module.pool(4, 200, 8, **opts)
-        return
-    r = module.pool(4, 200, 8, **opts)
-    assert isinstance(r, PoolResult)
-    assert (r.workers, r.requests) == (4, 200)
-    assert r.seconds > 0 and r.per_s > 0
+@pytest.mark.parametrize(
+    ("framing", "data", "ok"),
+    [
+        ("evl", _frames(10), True),
+        ("evl", _frames(10)[:-1], False),  # EOF inside a frame
+        ("evl", _frames(9) + HEADER.pack(2, 64) + c_payload(64), False),  # wrong channel
+        ("evl", _frames(9) + HEADER.pack(1, 63) + c_payload(63), False),  # wrong length
+        ("mp", (b"\x00\x00\x00\x46" + _frames(1)) * 10, True),
+        ("mp", (b"\x00\x00\x00\x45" + _frames(1)) * 10, False),  # wrong message length
+        ("evl", b"", False),  # nothing sent
+    ],
+)
+def test_c_reader_checks_every_frame(framing: str, data: bytes, ok: bool) -> None:
+    a, b = socket.socketpair()
+    with cpeer.reader(b, 64, framing) as r:
+        with a:
+            a.sendall(data)
+        if ok:
+            out = r.result()
+            assert out["frames"] == 10 and out["bytes"] == 640
+        else:
+            with pytest.raises(ChildFailed, match="status 3"):
+                r.result()
 
 
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("buffered", [True, False])
-def test_asyncio_protocol_both_parsers_end_to_end(buffered: bool) -> None:
-    module, opts = _peer("asyncio-protocol")
-    for size in (64, 1 << 20):
-        r = module.throughput(size, 0.1, buffered=buffered, **opts)
-        assert r.frames > 0 and r.bytes == r.frames * size
-    assert module.rtt(50, buffered=buffered, **opts).count == 50
+def test_pool_dispatcher_rejects_a_wrong_reply() -> None:
+    ev = asyncio.new_event_loop()
+    try:
+        disp = aio._Dispatcher(ev, requests=10, window=2)
+
+        class Conn:
+            sent: list[bytes] = []
+
+            def send(self, request: bytes) -> None:
+                self.sent.append(request)
+
+        disp.conns = [Conn(), Conn()]  # type: ignore[list-item]
+        disp.begin()
+        warm = Conn.sent[0][6:]
+        disp.on_reply(0, CHANNEL, warm)  # worker 0's warm-up echo: fine
+        assert not disp.done.done()
+        disp.on_reply(0, CHANNEL, Conn.sent[1][6:])  # worker 1's request, from worker 0
+        assert isinstance(disp.done.exception(), BadFrame)
+    finally:
+        ev.close()
 
 
 def test_ceiling_builds_and_rejects_bad_arguments() -> None:
-    _peer("c")
-    binary = ceiling.binary()
-    assert binary.exists() and binary.stat().st_mtime >= ceiling.SOURCE.stat().st_mtime
+    _system("c")
+    binary = ceiling.PROGRAM.path()
+    assert binary.exists() and ceiling.PROGRAM.fresh()
     with pytest.raises(RuntimeError, match="exited 64"):
         ceiling._run("nonsense")
 
@@ -211,6 +400,9 @@ def rtt(count, **opts):
 
 def pool(workers, requests, window, **opts):
     os._exit(7)
+
+def memory(conns, **opts):
+    return "not a result"
 """
 
 
@@ -251,37 +443,53 @@ def test_crashing_systems_are_failures(broken_system: dict[str, Any]) -> None:
     params = {"workers": 1, "requests": 1, "window": 1}
     record = harness.run_one({**broken_system, "workload": "pool", "params": params}, 20.0)
     assert record["status"] == "failed" and "status 7" in record["reason"]
+    record = harness.run_one({**broken_system, "workload": "memory", "params": {"conns": 1}}, 20.0)
+    assert record["status"] == "failed" and "not a MemoryResult" in record["reason"]
+    # A workload the module does not have is n/a, not a failure.
+    record = harness.run_one({**broken_system, "workload": "recv", "params": {}}, 20.0)
+    assert record["status"] == "unsupported" and "no recv workload" in record["reason"]
 
 
-@pytest.mark.timeout(30)
-def test_harness_end_to_end_on_cheap_peers(
+@pytest.mark.timeout(60)
+def test_harness_end_to_end_on_cheap_systems(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "r.json"
-    argv = [
-        "--quick",
-        "--systems",
-        "multiprocessing,c",
-        "--workloads",
-        "rtt,pool",
-        "--json",
-        str(out),
-        "--no-chart",
-    ]
+    argv = ["--quick", "--repeat", "2", "--systems", "multiprocessing,c,blocking-socket",
+            "--workloads", "rtt,send", "--send-sizes", "64", "--json", str(out), "--no-chart"]  # fmt: skip
     assert harness.main(argv) == 0
     text = capsys.readouterr().out
-    assert "round trips/s" in text and "n/a" in text and "SKIP" in text
+    assert "round trips/s (median)" in text and "min–max" in text and "median of 2" in text
+    assert "Load before the run" in text and "Load after  the run" in text
+    assert "SKIP" in text  # no evloop in this run: every target is skipped
     data = json.loads(out.read_text())
-    assert {m["system"] for m in data["measurements"]} == {"multiprocessing", "c"}
-    assert data["machine"]["cpu"]
+    systems = {(m["system"], m["workload"]) for m in data["measurements"]}
+    # Each system only in the workloads it takes part in.
+    assert systems == {
+        ("multiprocessing", "rtt"),
+        ("c", "rtt"),
+        ("blocking-socket", "rtt"),
+        ("multiprocessing", "send"),
+    }
+    for m in data["measurements"]:
+        assert m["status"] == "ok" and len(m["repeats"]) == 2
+        assert m["min"]["figure"] <= m["median"]["figure"] <= m["max"]["figure"]
+    assert data["machine"]["cpu"] and data["machine"]["load_before"]["nproc"] >= 1
+    assert len(data["machine"]["load_after"]["loadavg"]) == 3
 
 
 def test_options() -> None:
     args = harness.parse_args(["--quick", "--sizes", "64,1K,1MiB"])
-    assert args.sizes == [64, 1024, 1 << 20] and args.duration == harness.QUICK["duration"]
+    assert args.sizes == [64, 1024, 1 << 20] and args.duration == harness.DEFAULTS["duration"][1]
+    assert args.repeat == 1 and args.many_conns == [1, 10] and args.memory_conns == 200
+    full = harness.parse_args([])
+    assert full.repeat >= 3 and full.many_conns == [1, 10, 100, 1000]
+    assert full.memory_conns == 10_000 and full.workloads == list(WORKLOADS)
     assert harness.parse_args(["--quick", "--count", "7"]).count == 7
-    with pytest.raises(SystemExit):
-        harness.parse_args(["--systems", "nonesuch"])
+    for bad in (["--systems", "nonesuch"], ["--workloads", "x"], ["--repeat", "0"],
+                ["--many-modes", "drip"], ["--sizes", "64Q"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            harness.parse_args(bad)
     assert [size_label(parse_size(s)) for s in ("64", "1k", "64KiB", "1M")] == [
         "64 B",
         "1 KiB",
@@ -291,72 +499,106 @@ def test_options() -> None:
     assert percentile([5, 1, 4, 2, 3], 99) == 5 and percentile(list(range(1, 101)), 99) == 99
 
 
+def test_every_workload_has_cases_in_quick_mode() -> None:
+    args = harness.parse_args(["--quick"])
+    for name, workload in WORKLOADS.items():
+        cases = workload.cases(args)
+        assert cases, name
+        for case in cases:
+            assert workload.timeout(case.params) > 0
+
+
 # --- the report, on synthetic results --------------------------------------------------
 
 
-def _tp(system: str, size: int, mb_per_s: float) -> Measurement:
-    frames = int(mb_per_s * 1e6 / size)
-    r = Throughput(system, size, frames, frames * size, 1.0)
-    return Measurement("throughput", system, size, "ok", r, repeats=[r])
+def _tp(workload: str, system: str, size: int, rates: list[float]) -> Measurement:
+    reps = [Throughput(system, size, int(r), int(r) * size, 1.0) for r in rates]
+    return Measurement(workload, system, size_label(size), {"size": size}, "ok", "", reps)  # type: ignore[arg-type]
+
+
+def _many(system: str, mode: str, conns: int, ns: list[float]) -> Measurement:
+    reps = [ManyResult(system, conns, mode, 1000, n * 1e-6, n * 1e-6) for n in ns]
+    params = {"conns": conns, "mode": mode}
+    return Measurement("many", system, f"{mode} N={conns}", params, "ok", "", reps)  # type: ignore[arg-type]
+
+
+def _lat(system: str, rates: list[float]) -> Measurement:
+    reps = [Latency(system, 1000, 1000 / r, 1e6 / r, 2e6 / r) for r in rates]
+    return Measurement("rtt", system, "64 B", {"count": 1000}, "ok", "", reps)  # type: ignore[arg-type]
+
+
+def _pool(system: str, rates: list[float]) -> Measurement:
+    reps = [PoolResult(system, 4, 1000, 1000 / r) for r in rates]
+    return Measurement("pool", system, "4 workers, window 32", {}, "ok", "", reps)  # type: ignore[arg-type]
+
+
+def _mem(system: str, kib: list[float]) -> Measurement:
+    reps = [MemoryResult(system, 1000, 0, int(k * 1024 * 1000)) for k in kib]
+    return Measurement("memory", system, "1,000 idle", {"conns": 1000}, "ok", "", reps)  # type: ignore[arg-type]
 
 
 def _synthetic() -> list[Measurement]:
     ms = []
     for size in (64, 1024, 1 << 20):
-        ms += [
-            _tp("evloop", size, 300.0),
-            _tp("evloop-budget1", size, 250.0),
-            _tp("uvloop-protocol", size, 100.0),
-        ]
-        ms.append(
-            Measurement(
-                "throughput",
-                "uvloop-streams",
-                size,
-                "unsupported",
-                reason="uvloop not installed — skipped",
-            )
-        )
-        ms.append(_tp("c", size, 1000.0))
-        ms.append(
-            Measurement(
-                "throughput",
-                "asyncio-streams",
-                size,
-                "failed",
-                reason="Traceback ...\nBadFrame: oops",
-            )
-        )
-    for system, per_s in (("evloop", 50_000.0), ("uvloop-protocol", 60_000.0)):
-        lat = Latency(system, 1000, 1000 / per_s, 1e6 / per_s, 2e6 / per_s)
-        ms.append(Measurement("rtt", system, None, "ok", lat, repeats=[lat]))
-    ms.append(Measurement("pool", "c", None, "unsupported", reason="n/a: no pool"))
+        # evloop's best repeat (9,000) would make it 3x; its median (3,000) is 1x.
+        ms.append(_tp("throughput", "evloop", size, [3000, 9000, 1000]))
+        ms.append(_tp("throughput", "uvloop-protocol", size, [1000, 1500, 500]))
+        ms.append(_tp("throughput", "uvloop-protocol-batched", size, [3000, 3000, 3000]))
+        ms.append(Measurement("throughput", "uvloop-streams", size_label(size), {}, "unsupported",
+                              "uvloop not installed — skipped"))  # fmt: skip
+        ms.append(Measurement("throughput", "asyncio-streams", size_label(size), {}, "failed",
+                              "Traceback ...\nBadFrame: oops"))  # fmt: skip
+    for size in (64, 1024):
+        ms.append(_tp("recv", "evloop", size, [1600, 1500, 1700]))
+        ms.append(_tp("recv", "uvloop-protocol", size, [1000, 1000, 1000]))
+        ms.append(_tp("recv", "python-floor", size, [3000, 3000, 3000]))
+    for mode in ("flood", "trickle"):
+        for n, evl_ns in ((1, 1000.0), (100, 1200.0), (1000, 1400.0)):
+            ms.append(_many("evloop", mode, n, [evl_ns, evl_ns * 2, evl_ns * 0.9]))
+            ms.append(_many("uvloop-protocol", mode, n, [1100.0]))
+    ms.append(_mem("evloop", [2.0, 2.1, 9.0]))
+    ms.append(_mem("uvloop-protocol", [1.0]))
+    ms += [_lat("evloop", [50_000, 50_000]), _lat("uvloop-protocol", [60_000, 61_000])]
+    ms += [_lat("evloop-busypoll", [100_000]), _lat("blocking-socket", [105_000])]
+    ms += [_pool("evloop", [130_000]), _pool("uvloop-protocol-batched", [100_000]),
+           _pool("asyncio-protocol", [50_000])]  # fmt: skip
     return ms
+
+
+def test_medians_not_best() -> None:
+    m = _tp("recv", "evloop", 64, [3000, 9000, 1000])
+    assert m.median() == 3000 and m.spread() == (1000, 9000)
+    assert _tp("recv", "x", 64, [1, 2, 3, 10]).median() == 2.5  # an even count averages
 
 
 def test_report_on_synthetic_results(tmp_path: Path) -> None:
     ms = _synthetic()
-    params = {
-        "duration": 1.0,
-        "count": 1000,
-        "requests": 10,
-        "workers": 4,
-        "window": 2,
-        "repeat": 1,
-    }
-    table = report.render_table(ms, params)
-    assert "3.00x" in table  # evloop 300 vs uvloop-protocol 100
-    assert "1.20x" in table  # evloop vs evloop-budget1
-    assert "0.30x" in table  # evloop vs c
+    params = {"repeat": 3, "batch": 256, "many_frames": 1000, "trickle": 4, "pause_us": 100,
+              "many_duration": 0.5}  # fmt: skip
+    table = report.render_tables(ms, params)
+    assert "median of 3" in table
+    assert "3,000" in table and "1,000–9,000" in table  # evloop's median and spread
+    assert "3.00x" in table  # evloop 3,000 vs uvloop-protocol's median 1,000
+    assert "1.00x" in table  # vs the batched peer
     assert "uvloop not installed — skipped" in table and "FAILED: BadFrame: oops" in table
-    assert "n/a: no pool" in table
+    assert "many — summary" in table and "1.40x" in table  # growth 1,000 -> 1,400 ns
 
     targets = {t.name: t for t in report.evaluate_targets(ms)}
-    assert targets["64 B frames/s >= 2x best uvloop"].status == "PASS"
-    assert targets["1 KiB MB/s >= 2x best uvloop"].ratio == pytest.approx(3.0, rel=1e-3)
-    assert targets["1 MiB MB/s >= 70% of C"].status == "MISS"
-    assert targets["rtt round trips/s >= best uvloop"].status == "MISS"
-    assert "MISS" in report.render_targets(list(targets.values()))
+    assert len(targets) == 12
+    status = {name: t.status for name, t in targets.items()}
+    assert status["recv 64 B: >= 1.5x uvloop-protocol"] == "PASS"  # 1.6x
+    assert status["recv 64 B: >= 60% of the Python floor"] == "MISS"  # 0.53x
+    assert status["many: 100 flooding Pipes cost <= uvloop's per frame"] == "MISS"  # 1200 > 1100
+    assert status["many: evloop's flood cost grows <= 1.3x from 1 to 1000 Pipes"] == "MISS"
+    assert status["memory: an idle Conn+Pipe <= 2.5 KiB RSS"] == "PASS"  # median 2.1
+    assert status["rtt: round trips/s >= 1.0x the best uvloop"] == "MISS"
+    assert status["rtt: busy-poll round trip <= 1.1x a blocking socket's"] == "PASS"
+    assert status["pool: >= 1.2x the best asyncio/uvloop dispatcher"] == "PASS"  # 1.3x
+    assert status["throughput 64 B: >= 2x the best uvloop"] == "MISS"  # 1.0x, not 3x
+    busy = targets["rtt: busy-poll round trip <= 1.1x a blocking socket's"]
+    assert busy.value == pytest.approx(105_000 / 100_000)
+    rendered = report.render_targets(list(targets.values()))
+    assert "PASS" in rendered and "MISS" in rendered
     no_uv = [m for m in ms if not m.system.startswith("uvloop")]
     assert report.evaluate_targets(no_uv)[0].status == "SKIP"
 
@@ -367,19 +609,27 @@ def test_report_on_synthetic_results(tmp_path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert len(data["measurements"]) == len(ms)
     first = data["measurements"][0]
-    assert first["result"]["mb_per_s"] == pytest.approx(300.0, rel=1e-3)
+    assert [r["frames"] for r in first["repeats"]] == [3000, 9000, 1000]
+    assert first["median"]["figure"] == 3000 and first["max"]["figure"] == 9000
     assert {t["status"] for t in data["targets"]} == {"PASS", "MISS"}
+    assert any(
+        r["system"] == "uvloop-protocol" and r["evloop_ratio"] == 3.0 for r in data["ratios"]
+    )
+    again = report.load_measurements(data)
+    assert [(m.system, m.case, m.status, m.values()) for m in again] == [
+        (m.system, m.case, m.status, m.values()) for m in ms
+    ]
 
 
 def test_chart_on_synthetic_results(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib is in the bench extra, not the test one")
+    pytest.importorskip("matplotlib", reason="matplotlib is in the bench extra")
     png = tmp_path / "chart.png"
-    assert report.draw_chart(png, _synthetic(), report.machine_info()) is None
+    assert chart.draw_chart(png, _synthetic(), report.machine_info()) is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_chart_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    why = report.draw_chart(tmp_path / "c.png", _synthetic(), {})
+    why = chart.draw_chart(tmp_path / "c.png", _synthetic(), {})
     assert why is not None and "matplotlib not installed" in why

@@ -1,4 +1,4 @@
-# evloop/bench/aio_frames.py
+# bench/evlbench/aio_frames.py
 #
 # Frames over an asyncio transport, for the "protocol" flavour of the asyncio
 # and uvloop peers. A Handler is the application side (it gets

@@ -1,8 +1,8 @@
-# evloop/bench/measure.py
+# bench/evlbench/measure.py
 #
 # One measurement in a process of its own. The harness starts
 #
-#   python -m evloop.bench.measure SPEC_JSON OUT_PATH
+#   python -m evlbench.measure SPEC_JSON OUT_PATH
 #
 # in a new session, so that on its hard timeout it can kill this process and
 # every child it started with one killpg(); a system that hangs, crashes or
@@ -20,7 +20,8 @@ import sys
 import traceback
 from typing import Any
 
-from .common import RESULT_TYPES, Unsupported
+from .common import Unsupported
+from .registry import WORKLOADS
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -28,8 +29,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         module = importlib.import_module(spec["module"])
         workload = spec["workload"]
-        result = getattr(module, workload)(**spec["params"], **spec["opts"])
-        expected = RESULT_TYPES[workload]
+        func = getattr(module, workload, None)
+        if func is None:
+            raise Unsupported(f"n/a ({spec['module']} has no {workload} workload)")
+        result = func(**spec["params"], **spec["opts"])
+        expected = WORKLOADS[workload].result
         if not isinstance(result, expected):
             raise TypeError(
                 f"{spec['module']}.{workload} returned {result!r}, not a {expected.__name__}"

@@ -1,4 +1,4 @@
-# evloop/bench/mp.py
+# bench/evlbench/mp.py
 #
 # The multiprocessing peer: multiprocessing.connection.Connection wrapped
 # around each end of the socketpair, one frame (header + payload) per
@@ -6,7 +6,8 @@
 # in front of our frame; that is what an application using it pays. The pool
 # waits on its Connections with multiprocessing.connection.wait(). Children are
 # fresh interpreters (common.spawn_child) like every other peer's, not
-# multiprocessing.Process, so start-up is the same for all.
+# multiprocessing.Process, so start-up is the same for all. In the send
+# workload the C reader checks that prefix too (cpeer read mp).
 from __future__ import annotations
 
 import socket
@@ -14,7 +15,9 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
+from . import cpeer
 from .common import (
+    CHANNEL,
     HEADER,
     HEADER_SIZE,
     REQUEST_ID,
@@ -32,7 +35,7 @@ from .common import (
     rtt_warmup,
 )
 
-MODULE = "evloop.bench.mp"
+MODULE = "evlbench.mp"
 
 
 def _connection(sock: socket.socket) -> Connection:
@@ -71,6 +74,20 @@ def throughput(size: int, duration: float, **opts: Any) -> Throughput:
     return Throughput("multiprocessing", size, frames, nbytes, seconds)
 
 
+def send(size: int, duration: float, **opts: Any) -> Throughput:
+    ours, theirs = socket.socketpair()
+    with cpeer.reader(theirs, size, framing="mp") as reader:
+        conn = _connection(ours)
+        try:
+            sent = _send(conn, size, duration)
+        finally:
+            conn.close()
+        got = reader.result()
+    if got["frames"] != sent:
+        raise BadFrame(f"the reader got {got['frames']} frames; {sent} were written")
+    return Throughput("multiprocessing", size, got["frames"], got["bytes"], got["seconds"])
+
+
 def rtt(count: int, **opts: Any) -> Latency:
     ours, theirs = socket.socketpair()
     with Children() as kids:
@@ -101,7 +118,7 @@ def rtt(count: int, **opts: Any) -> Latency:
 
 
 def pool(workers: int, requests: int, window: int, **opts: Any) -> PoolResult:
-    head = HEADER.pack(1, REQUEST_SIZE)
+    head = HEADER.pack(CHANNEL, REQUEST_SIZE)
     filler = request_filler()
     pack_id, unpack_id = REQUEST_ID.pack, REQUEST_ID.unpack_from
     with Children() as kids:
@@ -162,14 +179,17 @@ def child(role: str, fd: int, **params: Any) -> None:
         conn.close()
 
 
-def _send(conn: Connection, size: int, duration: float) -> None:
+def _send(conn: Connection, size: int, duration: float) -> int:
     data = frame(size)
     batch = range(clock_batch(size))
     send = conn.send_bytes
+    sent = 0
     deadline = time.perf_counter() + duration
     while time.perf_counter() < deadline:
         for _ in batch:
             send(data)
+        sent += len(batch)
+    return sent
 
 
 def _echo(conn: Connection) -> None:

@@ -1,9 +1,9 @@
-/* csrc/bench_ceiling.c
+/* bench/ceiling.c
  *
  * The physical ceiling for evloop's frame format on this machine: what plain
  * blocking C gets through an AF_UNIX SOCK_STREAM socketpair between two
  * processes, with no event loop and no interpreter. The benchmark harness
- * (evloop/bench/ceiling.py) compiles it with `cc -O2` and runs it:
+ * (bench/evlbench/ceiling.py) compiles it with `cc -O2` and runs it:
  *
  *   bench_ceiling throughput SIZE SECONDS
  *       The child writes frames of SIZE payload bytes for SECONDS, from a

@@ -124,9 +124,7 @@ def _borrow(size: int) -> tuple[bytearray, memoryview]:
 
 def _give_back(buf: bytearray, view: memoryview) -> None:
     pool = _pools.get(len(buf))
-    if pool is None:
-        pool = _pools.setdefault(len(buf), [])
-    if len(pool) < _POOL_MAX:
+    if pool is not None and len(pool) < _POOL_MAX:
         pool.append((buf, view))
 
 
@@ -239,7 +237,7 @@ class Conn:
         "on_data", "on_close", "on_eof", "on_pause_writing", "on_resume_writing",
         "on_read_limit", "on_stop_reading", "on_resume_reading",
         "read_size", "read_limit", "high_water", "low_water", "write_cap",
-        "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_eof", "_error",
+        "_pool", "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_eof", "_error",
         "_read_target", "_read_target_fill", "_read_target_cb",
         "_scan_delim", "_scanned",
         "_w", "_flush_scheduled", "_write_paused", "_write_failed", "_shut_wr_requested",
@@ -316,6 +314,7 @@ class Conn:
         self.low_water = low_water
         self.write_cap = write_cap
         # Read buffer: data lives in _rbuf[_rstart:_rend]; None while idle.
+        self._pool = _pools.setdefault(read_size, [])  # loaned buffers of read_size
         self._rbuf: bytearray | None = None
         self._rview: memoryview | None = None
         self._rstart = 0
@@ -461,7 +460,10 @@ class Conn:
             raise ValueError(f"cannot take {skip}+{n} bytes, {end - s} buffered")
         view = self._rview
         data = view[s + skip : e].tobytes() if view is not None else b""
-        self.consume(e - s)
+        if e == end and not self._scanned and end - s < self.read_limit:
+            self._rstart = self._rend = 0  # all of it: consume() in short
+        else:
+            self.consume(e - s)
         return data
 
     def read_until(self, delimiter: bytes = b"\n", limit: int = 64 * 1024) -> bytes | None:
@@ -668,11 +670,18 @@ class Conn:
             self._rstart, self._rend = 0, used
             _give_back(buf, view)
 
-    def _on_readable(self) -> None:
-        target = self._read_target
-        if target is not None:
-            return self._read_direct(target)
-        view = self._prepare_read()
+    def _on_readable(self, _mask: int = 0) -> None:
+        if self._rbuf is None and self._read_target is None:
+            # The usual case: nothing buffered, borrow a buffer and read.
+            try:
+                buf, view = self._pool.pop()
+            except IndexError:
+                buf, view = _borrow(self.read_size)
+            self._rbuf, self._rview = buf, view
+        elif self._read_target is not None:
+            return self._read_direct(self._read_target)
+        else:
+            view = self._prepare_read()
         rend = self._rend
         try:
             n = self._recv_into(view[rend:])
@@ -707,9 +716,9 @@ class Conn:
                 rview = self._rview
                 self._rbuf = self._rview = None
                 self._rstart = self._rend = 0
-                if len(buf) == self.read_size:
-                    assert rview is not None
-                    _give_back(buf, rview)
+                pool = self._pool
+                if len(buf) == self.read_size and len(pool) < _POOL_MAX:
+                    pool.append((buf, rview))
         else:
             if left >= self.read_limit and not self._closing and self._rend - self._rstart == left:
                 self._stalled(left)  # read_limit bytes and the consumer took none
@@ -1320,12 +1329,15 @@ class Conn:
         if ev == self._events and ev:
             return  # registered, nothing changed (the common case)
         loop = self.loop
+        # While only reading, events go straight to _on_readable: with
+        # EPOLLIN wanted, a HUP or ERR is best answered by a read too.
+        cb = self._on_readable if ev == EVENT_READ else self._on_events
         if loop.is_registered(self._fd):
-            loop.modify(self._fd, ev)
+            loop.modify(self._fd, ev, cb)
         elif ev:
             # New, or parked after a hang-up while not reading: with no
             # interest it stays out, since EPOLLHUP would fire regardless.
-            loop.register(self._fd, ev, self._on_events)
+            loop.register(self._fd, ev, cb)
         self._events = ev
 
     def _on_events(self, mask: int) -> None:

@@ -366,11 +366,17 @@ class Loop:
             return
         self._fds[fd] = _FdEntry(events, callback)
 
-    def modify(self, fd: int, events: int) -> None:
-        """Change the interest mask of a registered fd."""
+    def modify(
+        self, fd: int, events: int, callback: Callable[[int], Any] | None = None
+    ) -> None:
+        """Change the interest mask of a registered fd, and its callback if
+        one is given (a Conn uses a leaner one while it only reads)."""
         entry = self._fds.get(fd)
         if entry is None:
             raise KeyError(f"fd {fd} is not registered with this loop")
+        if callback is not None:
+            _check_callable(callback)
+            entry.callback = callback
         if entry.events == events:
             return
         entry.events = events

@@ -237,7 +237,7 @@ class Conn:
         "on_data", "on_close", "on_eof", "on_pause_writing", "on_resume_writing",
         "on_read_limit", "on_stop_reading", "on_resume_reading",
         "read_size", "read_limit", "high_water", "low_water", "write_cap",
-        "_pool", "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_eof", "_error",
+        "_pool", "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_held", "_eof", "_error",
         "_read_target", "_read_target_fill", "_read_target_cb",
         "_scan_delim", "_scanned",
         "_w", "_flush_scheduled", "_write_paused", "_write_failed", "_shut_wr_requested",
@@ -320,6 +320,7 @@ class Conn:
         self._rstart = 0
         self._rend = 0
         self._reading = start_reading  # wanted by the user (pause/resume)
+        self._held = False  # held back by the consumer (hold_reading)
         self._eof = False
         self._error: BaseException | None = None  # a reset or failed send, reported at close
         self._read_target: memoryview | None = None
@@ -620,7 +621,17 @@ class Conn:
             return False
         if self._read_target is not None:
             return True
-        return self._reading and (self._rend - self._rstart) < self.read_limit
+        return self._reading and not self._held and (self._rend - self._rstart) < self.read_limit
+
+    def hold_reading(self, hold: bool) -> None:
+        """For a consumer that already holds a backlog of its own (a Pipe with
+        a batch of frames not delivered yet): stop (True) or restart (False)
+        taking bytes from the kernel, so the rest waits there instead of in
+        memory. Unlike pause_reading() it is not a user's pause: nothing is
+        told, and what is buffered is still the consumer's."""
+        if hold != self._held:
+            self._held = hold
+            self._update_events()
 
     def _prepare_read(self) -> memoryview:
         """The read buffer, with at least _MIN_ROOM bytes of free room."""
@@ -1131,10 +1142,12 @@ class Conn:
             # Closing anyway, or a pipe's write end: there is no input to wait for.
             self._finish_close(exc)
             return
-        if self._eof:
-            self.close()  # nothing more to read either
-            return
         self._update_events()
+        if self._eof or self._held:
+            # The input is over, or the consumer is still working through a
+            # backlog of it: it closes (or releases the hold and reads on)
+            # when it is done.
+            return
         if not self._events & EVENT_READ and self._sock is not None:
             # Not reading (paused or back-pressured). If nothing is left
             # unread, there is nothing to wait for: close now.

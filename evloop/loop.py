@@ -211,7 +211,7 @@ class Loop:
     def __init__(
         self,
         *,
-        budget: int = 4096,
+        budget: int = 1024,
         quantum: int = 64,
         time_budget: float = 0.002,
         busy_poll: float = 0.0,
@@ -366,9 +366,7 @@ class Loop:
             return
         self._fds[fd] = _FdEntry(events, callback)
 
-    def modify(
-        self, fd: int, events: int, callback: Callable[[int], Any] | None = None
-    ) -> None:
+    def modify(self, fd: int, events: int, callback: Callable[[int], Any] | None = None) -> None:
         """Change the interest mask of a registered fd, and its callback if
         one is given (a Conn uses a leaner one while it only reads)."""
         entry = self._fds.get(fd)

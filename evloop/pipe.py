@@ -343,6 +343,7 @@ class Pipe:
             self._data = b""
             self._chans = self._starts = self._ends = _NONE
             self._pos = 0
+            self.conn.hold_reading(False)
         else:
             self._pos = pos
 
@@ -449,7 +450,12 @@ class Pipe:
             q = loop.budget
         if self._pos < len(self._chans):
             self._deliver(q)
-        if self._pos < len(self._chans) or self._large is not None or self._fresh:
+        if self._pos < len(self._chans):
+            # A backlog: the rest of the stream waits in the kernel until the
+            # fair stage has delivered it (see _advance).
+            conn.hold_reading(True)
+            self._ready()
+        elif self._large is not None or self._fresh:
             self._ready()
         else:
             self._after_delivery()

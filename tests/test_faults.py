@@ -52,6 +52,29 @@ def test_unix_peer_that_closes_after_sending_gets_all_its_input_processed(loop):
     assert closed[0] is None or isinstance(closed[0], OSError)
 
 
+@pytest.mark.parametrize("budget, quantum", [(1, 1), (7, 3), (1024, 64)])
+def test_send_failure_with_a_backlog_of_frames_still_delivers_them_all(budget, quantum):
+    # The Pipe holds a batch it has not delivered yet (and has stopped the
+    # Conn reading meanwhile) when the replies fail: the batch, and what is
+    # still in the kernel, must all be delivered before the close.
+    with evloop.Loop(budget=budget, quantum=quantum) as lp:
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        conn, seen, closed = echo_server_conn(lp, ours)
+        data = frames(20_000)
+        sent = theirs.send(data)
+        while sent < len(data):
+            lp.run_once(0)
+            try:
+                sent += theirs.send(data[sent:])
+            except BlockingIOError:
+                pass
+        theirs.close()
+        assert lp.run_until(lambda: closed, timeout=20)
+        assert len(seen) == 20_000
+        assert seen == [i % 7 for i in range(20_000)]
+
+
 def test_tcp_peer_that_resets_after_sending_gets_all_its_input_processed(loop):
     lsock = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(lsock.getsockname())

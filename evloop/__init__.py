@@ -3,6 +3,7 @@ worker processes for Python on Linux. See README.md."""
 
 from __future__ import annotations
 
+from ._implementation import ComponentImplementation, Implementation, implementation
 from .conn import Conn, ConnStatistics
 from .errors import (
     BufferFullError,
@@ -40,4 +41,5 @@ __all__ = [
     "ReadLimitError", "ConnectError", "ProtocolError", "TruncatedFrameError", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
     "InvalidStateError",
+    "implementation", "Implementation", "ComponentImplementation",
 ]  # fmt: skip

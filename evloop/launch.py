@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import shutil
 import signal
@@ -30,7 +31,9 @@ __all__ = ["CHILD_FD", "IMPLEMENTATION", "c_import_error", "resolve_program", "s
 _c_spawn: Any = None
 c_import_error: ImportError | None = None
 try:
-    from . import _spawn as _c_spawn  # type: ignore[attr-defined, no-redef]
+    # import_module(): "from . import _spawn" reports a missing extension as
+    # a circular import; this says "No module named 'evloop._spawn'".
+    _c_spawn = importlib.import_module("._spawn", __package__)
 except ImportError as exc:
     _env.c_import_failed("evloop._spawn", "the C spawner", exc)  # raises under EVLOOP_REQUIRE_C=1
     c_import_error = exc

@@ -40,8 +40,9 @@ def make_ffibuilder(module: str, name: str, std: str, prelude: str = "") -> FFI:
         f'{prelude}#include "{name}.c"\n',
         include_dirs=[HERE],
         # The .c is pulled in by #include, so tell setuptools to rebuild when
-        # it or the header changes even though the generated wrapper did not.
-        depends=[header, source],
+        # it or the header changes even though the generated wrapper did not
+        # (relative, as setuptools wants them; cffi runs this from the root).
+        depends=[os.path.relpath(header), os.path.relpath(source)],
         extra_compile_args=[*OPTIMIZE, f"-std={std}", *WARNINGS],
     )
     return ffibuilder

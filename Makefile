@@ -54,8 +54,8 @@ microbench: $(VENV)/.bench-installed
 
 lint: build
 	$(VPY) -m pip install -q -e '.[test,lint]'
-	$(VPY) -m ruff check evloop tests bench examples
-	$(VPY) -m ruff format --check evloop tests bench examples
+	$(VPY) -m ruff check evloop tests bench examples setup.py csrc
+	$(VPY) -m ruff format --check evloop tests bench examples setup.py csrc
 	$(VPY) -m mypy
 
 sanitize: build

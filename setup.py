@@ -129,7 +129,9 @@ def _write_buildinfo(build_lib: str, failures: dict[str, str]) -> None:
 class evloop_build_py(build_py):
     def run(self) -> None:
         if CFFI_PROBLEM is not None and REQUIRE_C:
-            raise PlatformError(f"EVLOOP_REQUIRE_C=1 but no C extension can be built: {CFFI_PROBLEM}")
+            raise PlatformError(
+                f"EVLOOP_REQUIRE_C=1 but no C extension can be built: {CFFI_PROBLEM}"
+            )
         super().run()
         if not self.editable_mode:
             # The record for a build that compiles nothing (no usable cffi);

@@ -46,4 +46,3 @@ def make_ffibuilder(module: str, name: str, std: str, prelude: str = "") -> FFI:
         extra_compile_args=[*OPTIMIZE, f"-std={std}", *WARNINGS],
     )
     return ffibuilder
-

@@ -81,7 +81,7 @@ class Pipe:
     def __init__(
         self,
         conn: Conn,
-        on_frame: Callable[[int, Any], Any] | None = None,
+        on_frame: Callable[[int, bytes | bytearray], Any] | None = None,
         *,
         on_error: Callable[[BaseException], Any] | None = None,
         on_close: Callable[[BaseException | None], Any] | None = None,
@@ -127,12 +127,12 @@ class Pipe:
             self._on_data(conn)
 
     @property
-    def on_frame(self) -> Callable[[int, Any], Any] | None:
+    def on_frame(self) -> Callable[[int, bytes | bytearray], Any] | None:
         """The frame callback; None means pull mode (read_frame)."""
         return self._on_frame
 
     @on_frame.setter
-    def on_frame(self, fn: Callable[[int, Any], Any] | None) -> None:
+    def on_frame(self, fn: Callable[[int, bytes | bytearray], Any] | None) -> None:
         self._on_frame = fn
         # Frames that arrived while nobody listened must not wait for more
         # bytes to come: queue them now.

@@ -30,7 +30,7 @@ build: $(STAMP)
 # the Popen-based spawn fallback).
 test: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
-	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py tests/test_implementation.py
 
 test-c: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests

@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 CSRC    := $(wildcard csrc/*.c csrc/*.h csrc/*.py)
 PYTEST  := $(VPY) -m pytest
 
-.PHONY: all build test test-c test-pure bench bench-quick microbench lint sanitize clean
+.PHONY: all build test test-c test-pure bench bench-quick microbench lint sanitize dist clean
 
 all: build
 
@@ -14,8 +14,11 @@ $(VPY):
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 
+# EVLOOP_REQUIRE_C=1: a development build without C fails here, with the
+# reason, instead of falling back to the pure-Python twins as a user's install
+# would. The lint extra too: tests/test_typing.py runs mypy --strict.
 $(STAMP): $(VPY) pyproject.toml setup.py $(CSRC)
-	$(VPY) -m pip install -q -e '.[test]'
+	EVLOOP_REQUIRE_C=1 $(VPY) -m pip install -q -e '.[test,lint]'
 	$(VPY) -c 'import evloop.codec as c; assert c.IMPLEMENTATION == "c", c.IMPLEMENTATION'
 	$(VPY) -c 'import evloop.launch as s; assert s.IMPLEMENTATION == "c", s.IMPLEMENTATION'
 	touch $@
@@ -27,7 +30,7 @@ build: $(STAMP)
 # the Popen-based spawn fallback).
 test: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
-	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py tests/test_implementation.py
 
 test-c: build
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
@@ -54,13 +57,19 @@ microbench: $(VENV)/.bench-installed
 
 lint: build
 	$(VPY) -m pip install -q -e '.[test,lint]'
-	$(VPY) -m ruff check evloop tests bench examples
-	$(VPY) -m ruff format --check evloop tests bench examples
+	$(VPY) -m ruff check evloop tests bench examples setup.py csrc
+	$(VPY) -m ruff format --check evloop tests bench examples setup.py csrc
 	$(VPY) -m mypy
 
 sanitize: build
 	$(MAKE) -C csrc sanitize PY=$(abspath $(VPY))
 
+# The sdist and the wheel, in dist/ (python -m build, in an isolated env).
+dist: $(VPY)
+	$(VPY) -m pip install -q build
+	$(VPY) -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info evloop/_codec*.so evloop/_spawn*.so evloop/_codec.c evloop/_spawn.c .hypothesis bench-results
+	rm -rf $(VENV) build dist *.egg-info evloop/_codec*.so evloop/_spawn*.so evloop/_codec.c evloop/_spawn.c \
+	    evloop/_buildinfo.py .hypothesis bench-results .mypy_cache
 	$(MAKE) -C csrc clean

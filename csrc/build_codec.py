@@ -1,33 +1,23 @@
 # csrc/build_codec.py
 #
-# cffi build script (API mode, out of line) for evloop._codec. setup.py names
-# it in cffi_modules, and cffi runs it with the repository root as the working
-# directory, so every path here is resolved from this file's own location.
-# evl_codec.h is read as the cdef and #included by evl_codec.c, which the
-# extension's source #includes in turn: one declaration, used by both sides.
+# cffi build script (API mode, out of line) for evloop._codec, the frame
+# scanner behind evloop.codec. setup.py names it in cffi_modules, and cffi
+# runs it with the repository root as the working directory, so paths are
+# resolved from this file's own location. The flags and the header-as-cdef
+# arrangement are build_common.py's, shared with build_spawn.py.
 from __future__ import annotations
 
 import os
+import sys
 
-from cffi import FFI
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_common import make_ffibuilder  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-HEADER = os.path.join(HERE, "evl_codec.h")
-SOURCE = os.path.join(HERE, "evl_codec.c")
-
-ffibuilder = FFI()
-
-with open(HEADER, encoding="utf-8") as f:
-    ffibuilder.cdef(f.read())
-
-ffibuilder.set_source(
+ffibuilder = make_ffibuilder(
     "evloop._codec",
-    '#include <stddef.h>\n#include <stdint.h>\n#include "evl_codec.c"\n',
-    include_dirs=[HERE],
-    # The .c is pulled in by #include, so tell setuptools to rebuild when it
-    # or the header changes even though the generated wrapper did not.
-    depends=[HEADER, SOURCE],
-    extra_compile_args=["-O2", "-std=c11"],
+    "evl_codec",
+    std="c11",
+    prelude="#include <stddef.h>\n#include <stdint.h>\n",
 )
 
 if __name__ == "__main__":

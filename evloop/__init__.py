@@ -3,6 +3,7 @@ worker processes for Python on Linux. See README.md."""
 
 from __future__ import annotations
 
+from ._implementation import ComponentImplementation, Implementation, implementation
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
 from .errors import (
@@ -54,4 +55,5 @@ __all__ = [
     "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
     "InvalidStateError", "CancelledError", "Future",
+    "implementation", "Implementation", "ComponentImplementation",
 ]  # fmt: skip

@@ -24,14 +24,13 @@
 from __future__ import annotations
 
 import importlib
-import os
 import struct
 import threading
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _pycodec
+from . import _env, _pycodec
 from ._pycodec import (
     DEFAULT_MAX_LEN,
     HEADER_SIZE,
@@ -76,10 +75,6 @@ _MIN_FRAME = HEADER_SIZE + 1
 # faster, so that is used there.
 _ENC_C_MIN_FRAMES = 16
 _ENC_C_MAX_BYTES = 256 * 1024
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
 
 
 def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
@@ -323,15 +318,12 @@ try:
     # import_module() keeps mypy quiet whether or not the extension is built.
     _codec = importlib.import_module("._codec", __package__)
 except ImportError as exc:
-    if _flag("EVLOOP_REQUIRE_C"):
-        raise ImportError(
-            f"EVLOOP_REQUIRE_C=1 but the C codec (evloop._codec) failed to import: {exc}"
-        ) from exc
+    _env.c_import_failed("evloop._codec", "the C codec", exc)  # raises under EVLOOP_REQUIRE_C=1
     c_import_error = exc
 else:
     c_impl = _make_c_impl(_codec.ffi, _codec.lib)
 
-_impl: Any = py_impl if c_impl is None or _flag("EVLOOP_PURE_PYTHON") else c_impl
+_impl: Any = py_impl if c_impl is None or _env.pure_python() else c_impl
 IMPLEMENTATION = "python" if _impl is py_impl else "c"
 
 scan_frames: Callable[[BytesLike, int, int, int, int], ScanResult] = _impl.scan_frames

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import shutil
 import signal
@@ -22,40 +23,41 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
+from . import _env
 from .errors import SpawnError
 
 __all__ = ["CHILD_FD", "IMPLEMENTATION", "c_import_error", "resolve_program", "start"]
 
-CHILD_FD = 3
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
-
-
 _c_spawn: Any = None
 c_import_error: ImportError | None = None
 try:
-    from . import _spawn as _c_spawn  # type: ignore[attr-defined, no-redef]
+    # import_module(): "from . import _spawn" reports a missing extension as
+    # a circular import; this says "No module named 'evloop._spawn'".
+    _c_spawn = importlib.import_module("._spawn", __package__)
 except ImportError as exc:
-    if _flag("EVLOOP_REQUIRE_C"):
-        raise ImportError(
-            f"EVLOOP_REQUIRE_C=1 but the C spawner (evloop._spawn) failed to import: {exc}"
-        ) from exc
+    _env.c_import_failed("evloop._spawn", "the C spawner", exc)  # raises under EVLOOP_REQUIRE_C=1
     c_import_error = exc
 
-IMPLEMENTATION = "python" if _c_spawn is None or _flag("EVLOOP_PURE_PYTHON") else "c"
+IMPLEMENTATION = "python" if _c_spawn is None or _env.pure_python() else "c"
 
-_STAGES = {
-    1: "bad arguments",
-    2: "pipe2",
-    3: "vfork",
-    4: "prctl(PR_SET_PDEATHSIG)",
-    5: "dup2",
-    6: "chdir",
-    7: "execve",
-    8: "reading the child's report",
-}
+# csrc/evl_spawn.h is the source of truth for the child's fd and the stage
+# numbers; with the extension built they are read from it so the two cannot
+# drift apart. The fallback has only the number.
+CHILD_FD: int = 3 if _c_spawn is None else int(_c_spawn.lib.EVL_SPAWN_FD)
+
+# What each enum evl_spawn_stage value names, for SpawnError's message.
+_STAGES: dict[int, str] = {}
+if _c_spawn is not None:
+    _STAGES = {
+        _c_spawn.lib.EVL_SPAWN_BADARG: "bad arguments",
+        _c_spawn.lib.EVL_SPAWN_PIPE: "pipe2",
+        _c_spawn.lib.EVL_SPAWN_FORK: "vfork",
+        _c_spawn.lib.EVL_SPAWN_PDEATHSIG: "prctl(PR_SET_PDEATHSIG)",
+        _c_spawn.lib.EVL_SPAWN_DUP: "dup2",
+        _c_spawn.lib.EVL_SPAWN_CHDIR: "chdir",
+        _c_spawn.lib.EVL_SPAWN_EXEC: "execve",
+        _c_spawn.lib.EVL_SPAWN_REPORT: "reading the child's report",
+    }
 
 
 def resolve_program(prog: str, env: Mapping[str, str]) -> str:

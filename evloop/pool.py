@@ -219,7 +219,7 @@ class Pool:
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         reset_after: float = 10.0,
-        on_frame: Callable[[Worker, int, Any], Any] | None = None,
+        on_frame: Callable[[Worker, int, bytes | bytearray], Any] | None = None,
         on_error: Callable[[Worker, BaseException], Any] | None = None,
         **spawn_kwargs: Any,
     ):
@@ -726,7 +726,7 @@ def serve(
     handler: Callable[..., Any],
     *,
     deferred: bool = False,
-    on_frame: Callable[[int, Any], Any] | None = None,
+    on_frame: Callable[[int, bytes | bytearray], Any] | None = None,
 ) -> None:
     """Answer a Pool's requests in a Python worker: call this from the
     worker function. handler(data) -> bytes | None is called for every

@@ -722,14 +722,13 @@ class Conn:
                 self.loop.call_exception_handler(exc, cb)
         if self._rstart == self._rend:
             # All consumed, the usual case: the buffer goes back to the pool.
-            buf = self._rbuf
-            if buf is not None:
-                rview = self._rview
+            done, rview = self._rbuf, self._rview
+            if done is not None and rview is not None:
                 self._rbuf = self._rview = None
                 self._rstart = self._rend = 0
                 pool = self._pool
-                if len(buf) == self.read_size and len(pool) < _POOL_MAX:
-                    pool.append((buf, rview))
+                if len(done) == self.read_size and len(pool) < _POOL_MAX:
+                    pool.append((done, rview))
         else:
             if left >= self.read_limit and not self._closing and self._rend - self._rstart == left:
                 self._stalled(left)  # read_limit bytes and the consumer took none

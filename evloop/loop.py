@@ -523,7 +523,7 @@ class Loop:
             self._leave()
 
     def run_until(
-        self, predicate: Callable[[], bool] | None = None, timeout: float | None = None
+        self, predicate: Callable[[], object] | None = None, timeout: float | None = None
     ) -> bool:
         """Run turns until predicate() is true (checked after every turn),
         stop() is called, or `timeout` seconds pass. Returns whether the

@@ -44,7 +44,7 @@ def _flood(pairs: list[tuple[socket.socket, socket.socket]]) -> int:
     return pid
 
 
-def measure(quantum: int, seconds: float, samples: int) -> dict[str, float]:
+def measure(quantum: int, seconds: float, samples: int, read_size: int) -> dict[str, float]:
     pairs = [socket.socketpair() for _ in range(10)]
     pid = _flood(pairs)
     qa, qb = socket.socketpair()
@@ -57,7 +57,9 @@ def measure(quantum: int, seconds: float, samples: int) -> dict[str, float]:
         def count(chan: int, payload: bytes | bytearray) -> None:
             delivered[0] += 1
 
-        pipes = [evloop.Pipe(evloop.Conn(loop, ours), count) for ours, _ in pairs]
+        pipes = [
+            evloop.Pipe(evloop.Conn(loop, ours, read_size=read_size), count) for ours, _ in pairs
+        ]
         mark = {"t": 0, "d": 0}
 
         def on_quiet(chan: int, payload: bytes | bytearray) -> None:
@@ -97,19 +99,21 @@ def main() -> None:
     ap.add_argument("--quanta", default="1,16,64,256,1024,4096")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--read-sizes", default="65536,262144", help="Conn read_size values")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
     print(
-        f"{'quantum':>7} {'CPU ns/frame':>13} {'frames/s':>11} {'quiet median µs':>16}"
+        f"{'read_size':>9} {'quantum':>7} {'CPU ns/frame':>13} {'frames/s':>11} {'quiet median µs':>16}"
         f" {'quiet p99 µs':>13} {'flood frames between':>21}"
     )
-    for q in (int(x) for x in args.quanta.split(",")):
-        r = measure(q, args.seconds, args.samples)
-        print(
-            f"{q:>7} {r['cpu_ns']:>13,.0f} {r['frames_per_s']:>11,.0f} {r['quiet_median_us']:>16,.0f}"
-            f" {r['quiet_p99_us']:>13,.0f} {r['between']:>21,.0f}",
-            flush=True,
-        )
+    for rs in (int(x) for x in args.read_sizes.split(",")):
+        for q in (int(x) for x in args.quanta.split(",")):
+            r = measure(q, args.seconds, args.samples, rs)
+            print(
+                f"{rs:>9} {q:>7} {r['cpu_ns']:>13,.0f} {r['frames_per_s']:>11,.0f} {r['quiet_median_us']:>16,.0f}"
+                f" {r['quiet_p99_us']:>13,.0f} {r['between']:>21,.0f}",
+                flush=True,
+            )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -259,7 +259,7 @@ class Conn:
         on_pause_writing: Callable[[], Any] | None = None,
         on_resume_writing: Callable[[], Any] | None = None,
         on_read_limit: Callable[[Conn], Any] | None = None,
-        read_size: int = 256 * 1024,
+        read_size: int = 64 * 1024,
         read_limit: int = 1024 * 1024,
         high_water: int = 1024 * 1024,
         low_water: int | None = None,

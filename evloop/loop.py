@@ -212,7 +212,7 @@ class Loop:
         self,
         *,
         budget: int = 1024,
-        quantum: int = 64,
+        quantum: int = 256,
         time_budget: float = 0.002,
         busy_poll: float = 0.0,
         debug: bool = False,

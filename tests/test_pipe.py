@@ -308,9 +308,10 @@ def test_ten_flooding_pipes_get_equal_shares(budget):
     with evloop.Loop(budget=budget) as lp:
         counts, order, senders, pump = _flooders(lp, 10)
         lp.call_soon(pump)
-        assert lp.run_until(lambda: len(order) >= 40_000, timeout=30)
-        # Measure once every pipe is flowing, over a later window.
-        window = Counter(order[10_000:40_000])
+        assert lp.run_until(lambda: len(order) >= 90_000, timeout=30)
+        # Measure once every pipe is flowing, over a later window of at least
+        # a hundred rounds (a round gives each Pipe min(quantum, budget)).
+        window = Counter(order[10_000:90_000])
         mean = sum(window.values()) / 10
         assert len(window) == 10
         spread = (max(window.values()) - min(window.values())) / mean

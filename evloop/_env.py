@@ -16,6 +16,8 @@
 # setup.py reads the same flag through this file, and writes evloop/_buildinfo.py into a wheel it builds: for each C
 # extension it tried to compile, None or why the compiler failed. That turns
 # "No module named 'evloop._codec'" into the reason the wheel has no codec.
+"""The EVLOOP_* environment flags, read in one place. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import importlib

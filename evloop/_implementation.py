@@ -5,6 +5,8 @@
 # made at import by codec.py (the frame codec) and launch.py (the process
 # launcher behind spawn); this only reports it, reading their public names
 # at call time so it never disagrees with them.
+"""evloop.implementation(): which implementation (C or pure Python) each part uses, and why. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,8 @@
 # Buffers are any C-contiguous bytes-like object; offsets are absolute indexes
 # into it, in bytes. Nothing here keeps a reference to a buffer after it
 # returns, so a caller's bytearray can be resized freely between calls.
+"""The pure-Python frame codec, the twin of the C one in csrc/evl_codec.c. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import struct

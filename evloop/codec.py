@@ -21,6 +21,8 @@
 # trim a bytearray between calls. A bytes object needs no from_buffer() at
 # all (cffi passes its data pointer directly), and a fresh from_buffer() of a
 # bytearray costs well under 0.1 us, released as soon as the wrapper returns.
+"""The frame codec (chan u16 | length u32 | payload): the C scanner or its pure-Python twin, chosen at import. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import importlib

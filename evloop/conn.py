@@ -58,6 +58,8 @@
 # (on_eof); an error the Conn stores carries no traceback, so a Conn ended by
 # a socket error is freed as soon as nothing refers to it (no cycle through
 # the traceback's frames).
+"""Conn: a non-blocking stream on a Loop, with a read buffer and a write buffer that never blocks. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import array

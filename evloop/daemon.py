@@ -9,6 +9,8 @@
 #
 # A service is anything with shutdown(deadline, callback) (Server, Pool) or
 # with close() and a `closed` property (Conn, Pipe, Worker).
+"""run_daemon(): run a loop until SIGTERM/SIGINT, then shut every service down within one deadline. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import logging

@@ -29,6 +29,8 @@
 # pattern on another): a frame on a channel nobody routed is handed to
 # `on_unrouted`, by default reported to the loop's exception handler as an
 # UnroutableFrame, never dropped silently.
+"""The frame endpoint interface (FrameEndpoint) shared by Pipes, in-process pipes and sessions, and ChannelMux. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable

@@ -4,6 +4,8 @@
 # EvloopError, so a daemon can catch "anything evloop complained about" in one
 # clause. A wrapped OSError is always raised `from` the original so the errno
 # and its traceback are kept.
+"""Every exception evloop raises on purpose, under one root: EvloopError (and CancelledError). The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 

@@ -11,6 +11,8 @@
 # the moment it completes (or at once, if added later), each exception they
 # raise going to the loop's exception handler; nothing here is thread-safe
 # (complete it from the loop's thread, or via call_soon_threadsafe).
+"""Future: a result that arrives later on one Loop; awaitable, with done callbacks. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Generator

@@ -39,6 +39,8 @@
 # Hooks also run when run()/run_until() start and return, so writes made
 # outside the loop leave too. Signals and call_soon_threadsafe both arrive
 # through fds, so they are just stage-2 events that queue stage-4 callbacks.
+"""The Loop: a single-threaded epoll event loop with timers, a ready queue, fair ready sources and end-of-turn hooks. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import heapq

@@ -40,6 +40,8 @@
 # the channel, length and stream offset. Frames before it are still delivered;
 # then on_error(exc) is called and the Conn is aborted. A stream that ends
 # inside a frame is a TruncatedFrameError, reported the same way.
+"""Pipe: framed messages (chan u16 | length u32 | payload) on a Conn, delivered fairly by the Loop. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import struct

@@ -18,6 +18,8 @@
 # connect_*() is non-blocking: the socket is connected with connect_ex(), the
 # Conn is handed over once EPOLLOUT reports the result (SO_ERROR), and a timer
 # turns a connect that takes too long into a ConnectError.
+"""Listeners (TCP, Unix), non-blocking connects and socketpairs, all producing Conns on a Loop. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import errno

@@ -14,6 +14,8 @@
 #
 # With a peer in another process, give the peer time to answer before time
 # jumps: autojump_threshold=0.05 waits 50 ms of real idleness first.
+"""Tools for testing code that runs on a Loop: VirtualClock. The comment that opens the source file gives the design and its invariants."""
+
 from __future__ import annotations
 
 import math

@@ -48,6 +48,17 @@ static void evl__put_header(uint8_t *p, uint16_t chan, uint32_t len)
     p[5] = (uint8_t)len;
 }
 
+/* The checks both scans make of their buffer and limits.  A NULL buffer is
+ * only acceptable when it is empty, since an empty Python buffer may
+ * legitimately hand us no pointer at all; the result is a count in a long,
+ * so max_frames must not overflow one. */
+static int evl__scan_args_ok(const uint8_t *buf, size_t len, size_t start,
+                             size_t end, uint32_t max_len, size_t max_frames)
+{
+    return !((buf == NULL && len != 0) || start > end || end > len ||
+             max_len == 0 || max_frames > (size_t)LONG_MAX);
+}
+
 long evl_scan_frames(const uint8_t *buf, size_t len, size_t start, size_t end,
                      uint32_t max_len, uint16_t *chans, uint32_t *lens,
                      size_t *offs, size_t max_frames, size_t *pos_out,
@@ -57,16 +68,9 @@ long evl_scan_frames(const uint8_t *buf, size_t len, size_t start, size_t end,
     size_t count = 0;
     int64_t need = 0;
 
-    /* A NULL buffer is only acceptable when it is empty, since an empty
-     * Python buffer may legitimately hand us no pointer at all. */
-    if ((buf == NULL && len != 0) || start > end || end > len || max_len == 0)
-        return -1;
-    if (pos_out == NULL || need_out == NULL)
-        return -1;
-    if (max_frames != 0 && (chans == NULL || lens == NULL || offs == NULL))
-        return -1;
-    /* The result is a count in a long, so it must not overflow one. */
-    if (max_frames > (size_t)LONG_MAX)
+    if (!evl__scan_args_ok(buf, len, start, end, max_len, max_frames) ||
+        pos_out == NULL || need_out == NULL ||
+        (max_frames != 0 && (chans == NULL || lens == NULL || offs == NULL)))
         return -1;
 
     while (count < max_frames) {
@@ -112,13 +116,9 @@ long evl_scan_batch(const uint8_t *buf, size_t len, size_t start, size_t end,
     int64_t need = 0;
     int stop = EVL_STOP_LIMIT;
 
-    if ((buf == NULL && len != 0) || start > end || end > len || max_len == 0)
-        return -1;
-    if (pos_out == NULL || need_out == NULL || stop_out == NULL)
-        return -1;
-    if (max_frames != 0 && (chans == NULL || starts == NULL || ends == NULL))
-        return -1;
-    if (max_frames > (size_t)LONG_MAX)
+    if (!evl__scan_args_ok(buf, len, start, end, max_len, max_frames) ||
+        pos_out == NULL || need_out == NULL || stop_out == NULL ||
+        (max_frames != 0 && (chans == NULL || starts == NULL || ends == NULL)))
         return -1;
 
     while (count < max_frames) {

@@ -47,6 +47,17 @@ def _as_bytes(buf: BytesLike) -> BytesLike:
     return memoryview(buf).cast("B")
 
 
+def check_scan(n: int, start: int, end: int, max_frames: int, max_len: int) -> None:
+    """The argument checks every scan makes (the C wrappers too), so a bad
+    argument is the same ValueError from either implementation."""
+    if not 0 <= start <= end <= n:
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {n}")
+    if max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+    if not 1 <= max_len <= MAX_LENGTH:
+        raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+
+
 def scan_frames(buf: BytesLike, start: int, end: int, max_frames: int, max_len: int) -> ScanResult:
     """Find up to `max_frames` complete frames in `buf[start:end]`.
 
@@ -58,12 +69,7 @@ def scan_frames(buf: BytesLike, start: int, end: int, max_frames: int, max_len: 
     "the header at pos has a length of 0 or above max_len".
     """
     buf = _as_bytes(buf)
-    if not 0 <= start <= end <= len(buf):
-        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {len(buf)}")
-    if max_frames < 0:
-        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-    if not 1 <= max_len <= MAX_LENGTH:
-        raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+    check_scan(len(buf), start, end, max_frames, max_len)
     chans: list[int] = []
     offs: list[int] = []
     lens: list[int] = []
@@ -113,12 +119,7 @@ def scan_batch(
     * STOP_BAD: -1; the header at pos has a length of 0 or above max_len.
     """
     buf = _as_bytes(buf)
-    if not 0 <= start <= end <= len(buf):
-        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {len(buf)}")
-    if max_frames < 0:
-        raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-    if not 1 <= max_len <= MAX_LENGTH:
-        raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+    check_scan(len(buf), start, end, max_frames, max_len)
     if not 0 <= large <= MAX_LENGTH:
         raise ValueError(f"large must be in 0..{MAX_LENGTH}, got {large}")
     chans: list[int] = []

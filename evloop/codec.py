@@ -89,6 +89,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
     new = ffi.new
     cbuffer = ffi.buffer
     py_encode_frames = _pycodec.encode_frames
+    check_scan = _pycodec.check_scan
     unpack_u32 = struct.Struct(">I").unpack_from
     unpack_u16 = struct.Struct(">H").unpack_from
 
@@ -119,12 +120,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
         if t is not bytes and t is not bytearray:
             buf = memoryview(buf).cast("B")
         n = len(buf)
-        if not 0 <= start <= end <= n:
-            raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {n}")
-        if max_frames < 0:
-            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-        if not 1 <= max_len <= MAX_LENGTH:
-            raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+        check_scan(n, start, end, max_frames, max_len)
         # A cffi call costs ~0.3 us before C does anything, so the common
         # "nothing complete yet" answers come from the first header in Python
         # (the same steps as the first turn of evl_scan_frames' loop).
@@ -196,12 +192,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
         if t is not bytes and t is not bytearray:
             buf = memoryview(buf).cast("B")
         n = len(buf)
-        if not 0 <= start <= end <= n:
-            raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {n}")
-        if max_frames < 0:
-            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-        if not 1 <= max_len <= MAX_LENGTH:
-            raise ValueError(f"max_len must be in 1..{MAX_LENGTH}, got {max_len}")
+        check_scan(n, start, end, max_frames, max_len)
         if not 0 <= large <= MAX_LENGTH:
             raise ValueError(f"large must be in 0..{MAX_LENGTH}, got {large}")
         # The first header is read here, as C would (see scan_frames): most

@@ -22,11 +22,10 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
+from .control import CHILD_FD
 from .errors import SpawnError
 
 __all__ = ["CHILD_FD", "IMPLEMENTATION", "c_import_error", "resolve_program", "start"]
-
-CHILD_FD = 3
 
 
 def _flag(name: str) -> bool:
@@ -36,13 +35,19 @@ def _flag(name: str) -> bool:
 _c_spawn: Any = None
 c_import_error: ImportError | None = None
 try:
-    from . import _spawn as _c_spawn  # type: ignore[attr-defined, no-redef]
+    from . import _spawn as _c_spawn  # type: ignore[attr-defined, no-redef, unused-ignore]
 except ImportError as exc:
     if _flag("EVLOOP_REQUIRE_C"):
         raise ImportError(
             f"EVLOOP_REQUIRE_C=1 but the C spawner (evloop._spawn) failed to import: {exc}"
         ) from exc
     c_import_error = exc
+
+# The C spawner's fd number is declared in evl_spawn.h: it must be the protocol's.
+if _c_spawn is not None and getattr(_c_spawn.lib, "EVL_SPAWN_FD", CHILD_FD) != CHILD_FD:
+    raise ImportError(
+        f"evloop._spawn puts the socket on fd {_c_spawn.lib.EVL_SPAWN_FD}, not {CHILD_FD}"
+    )
 
 IMPLEMENTATION = "python" if _c_spawn is None or _flag("EVLOOP_PURE_PYTHON") else "c"
 

@@ -29,6 +29,7 @@ from evloop import (
     LoopClosedError,
     RemoteError,
     SpawnError,
+    TargetError,
     TruncatedFrameError,
     connect_tcp,
     listen_tcp,
@@ -38,7 +39,7 @@ from tests import workers
 from tests.conftest import drain
 from tests.spawn_helpers import fd_count, pid_alive, py_exec, zombie_children
 
-spawn_mod = importlib.import_module("evloop.spawn")  # `evloop.spawn` is the function
+spawn_mod = importlib.import_module("evloop.spawn")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLS = ["c", "python"]
@@ -177,18 +178,29 @@ def test_unnameable_functions_are_refused(loop: Loop) -> None:
     assert loop.statistics().fds == fds0  # nothing was started or registered
 
 
-def test_missing_module_is_a_remote_error(loop: Loop) -> None:
+def test_a_missing_target_is_refused_before_anything_starts(loop: Loop) -> None:
+    fds0 = loop.statistics().fds
+    with pytest.raises(TargetError, match="no module named 'tests.no_such_module'"):
+        spawn(loop, "tests.no_such_module:f")
+    with pytest.raises(TargetError, match="no 'no_such_function'"):
+        spawn(loop, "tests.workers:no_such_function")
+    with pytest.raises(TargetError, match="did you mean 'echo'"):
+        spawn(loop, "tests.workers:ehco")
+    with pytest.raises(TargetError, match="no module named 'no_such_top_level_module'"):
+        spawn(loop, "no_such_top_level_module:f")
+    assert issubclass(TargetError, ValueError)
+    assert loop.statistics().fds == fds0  # nothing was started
+
+
+def test_an_import_error_inside_the_target_module_is_a_remote_error(loop: Loop) -> None:
     rec = Recorder()
-    w = spawn(loop, "tests.no_such_module:f", **rec.kwargs())
+    w = spawn(loop, "tests.broken_worker_module:work", **rec.kwargs())
     finish(loop, w)
     assert w.returncode == 1
     assert isinstance(w.error, RemoteError)
     assert w.error.remote_type == "ModuleNotFoundError"
-    assert "tests.no_such_module" in w.error.remote_message
-    w2 = spawn(loop, "tests.workers:no_such_function", **rec.kwargs())
-    finish(loop, w2)
-    assert w2.returncode == 1 and w2.error is not None
-    assert w2.error.remote_type == "AttributeError"
+    assert "a_dependency_that_is_not_installed" in w.error.remote_message
+    assert not w.ready
 
 
 def test_exception_at_setup(loop: Loop, impl: str) -> None:

@@ -38,7 +38,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .control import ID_OVERHEAD
 from .dispatch import STRATEGIES, Dispatcher
@@ -52,7 +52,6 @@ from .errors import (
     WorkerCrashed,
     WorkerHung,
 )
-from .future import Future
 from .loop import Loop
 from .pipe import DEFAULT_MAX_LEN
 from .rpc import Client, Codec, Reply, Request, get_codec, serve
@@ -385,14 +384,14 @@ class Pool:
         is lost. Raises PoolClosedError once shutdown() was called."""
         if self._sup.state is not _RUNNING:
             raise self._closed_error()
-        if type(data) is not bytes or self.codec is not None or len(data) > self._max_payload:
+        if type(data) is not bytes or self.codec is not None:
             data = self._payload(data)
         rid = self._next_id
         self._next_id = rid + 1
         req = Request(self.loop, rid, self)
         self.requests += 1
         if callback is not None:
-            req._callbacks = [cast("Callable[[Future[Any]], Any]", callback)]
+            req._callbacks = [callback]  # type: ignore[list-item]  # it gets the Request
         if timeout is _DEFAULT:
             timeout = self.request_timeout
         if timeout is not None:
@@ -412,12 +411,29 @@ class Pool:
                 except (BufferFullError, ConnClosedError) as exc:
                     req._fail(exc)
                     return req
+                except ValueError:
+                    # Too large for the Pipe (its check costs no call here);
+                    # nothing was written: undo the request.
+                    self._undo(req)
+                    self._payload(data)  # raises the pool's own ValueError
+                    raise
                 if client.sent >= self._max_req:
                     self._retire(client)
                 return req
+        if len(data) > self._max_payload:
+            self._undo(req)
+            self._payload(data)  # raises
         self._queue.append(req)
         self._fail_queue_if_hopeless()
         return req
+
+    def _undo(self, req: Request) -> None:
+        """Forget a request refused before it was sent anywhere."""
+        self.requests -= 1
+        self._next_id -= 1
+        if req._timer is not None:
+            req._timer.cancel()
+            req._timer = None
 
     def send(self, data: Any) -> None:
         """Send a message (no reply) to one worker, by strategy. It waits in

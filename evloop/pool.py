@@ -408,7 +408,15 @@ class Pool:
             if client is not None:
                 try:
                     client._submit(req, data)
-                except (BufferFullError, ConnClosedError) as exc:
+                except ConnClosedError:
+                    # Its worker is going away: nothing was written, so the
+                    # request waits for another one.
+                    self._dispatcher.remove(client)
+                    self._queue.append(req)
+                    self._drain_queue()
+                    self._fail_queue_if_hopeless()
+                    return req
+                except BufferFullError as exc:
                     req._fail(exc)
                     return req
                 except ValueError:
@@ -479,7 +487,11 @@ class Pool:
             assert payload is not None
             try:
                 client._submit(item, payload)
-            except (BufferFullError, ConnClosedError) as exc:
+            except ConnClosedError:
+                self._dispatcher.remove(client)
+                queue.appendleft(item)
+                continue
+            except BufferFullError as exc:
                 item._fail(exc)
                 continue
             if client.sent >= self._max_req:

@@ -440,6 +440,56 @@ def test_a_reply_sent_before_the_worker_exits_is_not_lost(loop: Loop) -> None:
     pool.abort()
 
 
+_ANSWER_3000_THEN_DIE = r"""
+import os, socket, struct
+s = socket.socket(fileno=3)
+buf = b""
+replies = []
+while len(replies) < 3000:
+    data = s.recv(1 << 20)
+    if not data:
+        break
+    buf += data
+    while len(buf) >= 6:
+        chan, n = struct.unpack_from(">HI", buf)
+        if len(buf) < 6 + n:
+            break
+        body, buf = buf[6 : 6 + n], buf[6 + n :]
+        if body[:1] == b"Q":
+            r = b"R" + body[1:9] + b"ok" + body[9:13]
+            replies.append(struct.pack(">HI", 0xFFFF, len(r)) + r)
+s.sendall(b"".join(replies))
+os._exit(0)  # dies without reading what else the parent sends
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="needs the Conn send-failure fix (lead)")
+def test_requests_answered_before_the_worker_died_complete(loop: Loop) -> None:
+    # Defect 2: the worker answered 3,000 requests and died while the parent
+    # was still writing to it. Every answered request completes with its
+    # reply (none is a WorkerCrashed); only those sent after are failed.
+    pool = Pool(loop, [sys.executable, "-c", _ANSWER_3000_THEN_DIE], 1, restart=False)
+    reqs = [pool.request(i.to_bytes(4, "big") + bytes(60)) for i in range(3000)]
+    later: list[Request] = []
+
+    def keep_writing() -> None:
+        if pool.statistics().alive and not pool.closing:
+            later.append(pool.request(bytes(8192)))
+            loop.call_soon(keep_writing)
+
+    keep_writing()
+    wait_all(loop, reqs, timeout=30)
+    assert loop.run_until(lambda: pool.statistics().alive == 0, timeout=10)
+    wait_all(loop, later)  # keep_writing has stopped: the list is complete
+    failed = [r for r in reqs if r.exception() is not None]
+    assert not failed, f"{len(failed)} answered requests failed: {failed[0].exception()!r}"
+    assert [r.result() for r in reqs] == [b"ok" + i.to_bytes(4, "big") for i in range(3000)]
+    # Sent while the worker was still reading (answered) or after (failed).
+    for r in later:
+        assert r.exception() is None or isinstance(r.exception(), (WorkerCrashed, PoolClosedError))
+    pool.abort()
+
+
 def test_closing_the_loop_fails_requests_with_pool_closed() -> None:
     lp = Loop()
     pool = Pool(lp, WORKER, 2)

@@ -25,6 +25,7 @@ import pytest
 import evloop
 import evloop.launch as launch_mod  # noqa: E402
 from evloop import (
+    ConnClosedError,
     Loop,
     LoopClosedError,
     RemoteError,
@@ -801,3 +802,44 @@ def test_a_worker_that_drops_its_channel_but_lives_on_is_stopped(loop: Loop) -> 
     finish(loop, w, timeout=15)  # ERROR_GRACE after the EOF, then SIGTERM
     assert w.returncode == -signal.SIGTERM
     assert zombie_children() == []
+
+
+# -- defect 2: a worker's last frames before it exits -------------------------------
+
+_FLOOD_THEN_EXIT = """
+frames = b"".join(struct.pack(">HI", 1, 32) + i.to_bytes(4, "big") * 8 for i in range(5000))
+while frames:
+    frames = frames[os.write(3, frames):]
+os._exit(0)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="needs the Conn send-failure fix (lead)")
+def test_every_frame_written_before_exit_is_delivered_while_the_parent_writes(
+    loop: Loop,
+) -> None:
+    # The worker writes 5,000 frames and exits without reading; the parent
+    # keeps writing to it, so its sends fail (EPIPE) while the worker's
+    # frames still sit unread in the parent's socket. All must arrive, in
+    # order, before on_exit.
+    got: list[int] = []
+    at_exit: list[int] = []
+
+    def on_frame(w: Worker, chan: int, data: Any) -> None:
+        got.append(int.from_bytes(data[:4], "big"))
+        try:
+            w.write_frame(2, bytes(4096))
+        except ConnClosedError:
+            pass  # the worker is gone: writing to it is over
+
+    w = spawn(
+        loop,
+        py_exec(_FLOOD_THEN_EXIT),
+        on_frame=on_frame,
+        on_exit=lambda w: at_exit.append(len(got)),
+    )
+    for _ in range(64):
+        w.write_frame(2, bytes(65536))
+    assert loop.run_until(lambda: w.done, timeout=20)
+    assert at_exit == [5000], f"{len(got)} of 5000 frames delivered before on_exit"
+    assert got == list(range(5000))

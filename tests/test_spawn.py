@@ -843,3 +843,110 @@ def test_every_frame_written_before_exit_is_delivered_while_the_parent_writes(
     assert loop.run_until(lambda: w.done, timeout=20)
     assert at_exit == [5000], f"{len(got)} of 5000 frames delivered before on_exit"
     assert got == list(range(5000))
+
+
+# -- the worker's context, exit future, context manager, the module ------------------
+
+
+def test_a_target_can_ask_for_a_worker_context(loop: Loop) -> None:
+    rec = Recorder()
+    w = spawn(loop, "tests.workers:ctx_hello", "hi", **rec.kwargs())
+    assert loop.run_until(lambda: rec.frames, timeout=20)
+    info = json.loads(rec.frames[0][1])
+    assert info == {
+        "greeting": "hi",
+        "target": "tests.workers:ctx_hello",
+        "args": ["hi"],
+        "endpoints": ["parent"],
+    }
+    assert loop.run_until(lambda: w.ready, timeout=10)
+    w.close()
+    finish(loop, w)
+
+
+def test_exited_is_a_future_of_the_exit_status(loop: Loop) -> None:
+    w = spawn(loop, workers.idle)
+    fut = w.exited()
+    assert fut is w.exited() and not fut.done()
+    seen: list[int] = []
+    fut.add_done_callback(lambda f: seen.append(f.result()))
+    w.close()
+    assert loop.run_until(fut.done, timeout=20)
+    assert fut.result() == 0 and seen == [0] and w.done
+    assert w.exited().result() == 0
+    assert isinstance(fut, evloop.Future)
+
+
+def test_worker_is_a_context_manager(loop: Loop) -> None:
+    got: list[bytes] = []
+    with spawn(loop, workers.echo, on_frame=lambda w, c, p: got.append(bytes(p))) as w:
+        w.write_frame(1, b"ping")
+        assert loop.run_until(lambda: got, timeout=20)
+    assert w.done and w.returncode == 0 and got == [b"ping"]
+
+
+def test_import_evloop_spawn_gives_the_module_and_calling_it_still_works(loop: Loop) -> None:
+    import types
+
+    import evloop.spawn as module
+
+    assert isinstance(module, types.ModuleType) and module.__name__ == "evloop.spawn"
+    assert evloop.spawn is module and evloop.spawn_worker is module.spawn
+    w = evloop.spawn(loop, ["true"])  # the module is callable, for older code
+    assert isinstance(w, Worker)
+    assert loop.run_until(lambda: w.done, timeout=20)
+
+
+def test_spawn_refuses_to_run_in_a_worker_importing_its_target(loop: Loop) -> None:
+    rec = Recorder()
+    w = spawn(loop, "tests.recursive_worker:work", **rec.kwargs())
+    finish(loop, w)
+    assert w.returncode == 1 and rec.frames == []
+    assert w.error is not None and w.error.remote_type == "evloop.errors.SpawnError"
+    assert "__main__" in w.error.remote_message
+
+
+_MAIN_SCRIPT = """
+import sys
+from evloop import Loop
+from evloop.spawn import spawn
+
+def work(loop, pipe, word):
+    pipe.write_frame(1, (__name__ + " " + word).encode())
+
+if __name__ == "__main__":
+    loop = Loop()
+    got = []
+    w = spawn(loop, work, "hi", on_frame=lambda w, c, p: got.append(bytes(p)))
+    assert loop.run_until(lambda: got, timeout=20), "no frame"
+    print(w.target, got[0].decode())
+    w.close()
+    assert loop.run_until(lambda: w.done, timeout=20)
+    loop.close()
+"""
+
+
+def test_functions_of_the_main_script_are_targets(tmp_path: Any) -> None:
+    script = tmp_path / "main_script.py"
+    script.write_text(_MAIN_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=50, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    target, name, word = out.stdout.split()
+    # The worker imported the script by path, under a name other than
+    # __main__, so its __main__ block did not run there.
+    assert target == f"{script}:work" and name == "__evloop_main__" and word == "hi"
+
+
+def test_a_main_without_a_file_is_refused_with_how_to_fix_it() -> None:
+    code = (
+        "from evloop.spawn import target_name\n"
+        "def f(loop, pipe): pass\n"
+        "try:\n"
+        "    target_name(f)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert "has no script file" in out.stdout and "module:function" in out.stdout

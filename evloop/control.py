@@ -30,6 +30,8 @@
 # JSON nested 100,000 deep, a list instead of an object), into a RemoteError
 # that says it was unreadable; the callers use it so that a malformed reply
 # fails its request instead of leaving it pending.
+"""The reserved control channel 65535: its kind registry, CHILD_FD and the error-report codec. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import json

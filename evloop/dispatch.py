@@ -21,6 +21,8 @@
 # or None when there is none; ready targets are kept in the order of their
 # `rank` (the order they were added in, unless given), so round-robin order
 # is stable across suspensions.
+"""Dispatcher: pick the target for the next request (round robin, least outstanding). See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

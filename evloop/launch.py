@@ -12,6 +12,8 @@
 # goes through subprocess.Popen(preexec_fn=...), which runs Python between
 # fork and exec and is therefore not safe in a parent with threads.
 # EVLOOP_REQUIRE_C=1 makes a failed import of the extension fatal.
+"""Start one child process with only fds 0-3 and the parent-death signal (C, or a Popen fallback). See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import errno

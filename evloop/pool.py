@@ -32,6 +32,8 @@
 # waits forever: a lost worker's requests are failed or re-queued at once,
 # and a pool that cannot get a worker back (restart=False, shutting down,
 # given up after max_boot_failures) fails what is queued.
+"""Pool: N supervised workers taking requests; supervise + dispatch + rpc composed. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import logging

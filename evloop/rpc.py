@@ -31,6 +31,8 @@
 # in-flight table or one queue; a malformed reply (short, of an unknown
 # kind, or an unreadable error body) never leaves a request pending: it
 # either fails that request or is dropped with the request still tracked.
+"""Request/reply on any frame endpoint: Request (a Future), Client, serve, Reply and codecs. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import json

@@ -31,6 +31,8 @@
 # `evloop.spawn(loop, target)`, calls spawn() (kept for code written when
 # evloop.spawn was the function). The typed route is
 # `from evloop.spawn import spawn` or `evloop.spawn_worker`.
+"""spawn() and Worker: start a worker process on a socketpair and follow it until it is reaped. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import ast

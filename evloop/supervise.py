@@ -36,6 +36,8 @@
 # request in flight, or the ping). So a worker whose loop keeps turning is
 # never hung, however slow its requests; a SIGSTOPped, deadlocked or
 # spinning one is found within hang_timeout plus one tick.
+"""Supervisor: keep N worker processes running (backoff, boot failures, hangs, recycling, stop). See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import enum

@@ -25,6 +25,8 @@
 # to start workers (a module without a __main__ guard would otherwise start
 # workers from every worker, recursively); the flag drops before the
 # function is entered, so a worker may start workers of its own.
+"""The child runtime of spawn() for Python targets (python -m evloop.worker) and WorkerContext. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import importlib

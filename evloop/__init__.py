@@ -1,8 +1,16 @@
 """evloop: a single-threaded epoll event loop, framed Pipes and supervised
-worker processes for Python on Linux. See README.md."""
+worker processes for Python on Linux. See README.md.
+
+`evloop.spawn` is the module evloop/spawn.py (so `import evloop.spawn` gives
+the module); the function is `evloop.spawn.spawn`, also exported as
+`evloop.spawn_worker`. Calling the module, `evloop.spawn(loop, target)`,
+still calls the function, for code written before."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from . import spawn
 from ._implementation import ComponentImplementation, Implementation, implementation
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
@@ -17,6 +25,7 @@ from .errors import (
     InvalidStateError,
     LoopClosedError,
     LoopRunningError,
+    PayloadError,
     PoolClosedError,
     ProtocolError,
     ReadLimitError,
@@ -24,15 +33,19 @@ from .errors import (
     RequestCancelled,
     RequestTimeout,
     SpawnError,
+    TargetError,
     TruncatedFrameError,
     UnroutableFrame,
+    WorkerBootError,
     WorkerCrashed,
     WorkerError,
+    WorkerHung,
 )
 from .future import Future
 from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
 from .pipe import DEFAULT_MAX_LEN, HEADER_SIZE, Pipe, PipeStatistics
-from .pool import Pool, PoolStatistics, Reply, Request, serve
+from .pool import Pool, PoolStatistics
+from .rpc import Client, Reply, Request, serve
 from .server import (
     Server,
     ServerStatistics,
@@ -42,18 +55,37 @@ from .server import (
     listen_tcp,
     listen_unix,
 )
-from .spawn import Worker, spawn
+from .spawn import Worker
+from .spawn import spawn as spawn_worker
+
+if TYPE_CHECKING:
+    from .worker import WorkerContext
+
+
+def __getattr__(name: str) -> Any:
+    # evloop.worker is the child runtime, run as `python -m evloop.worker`:
+    # importing it with the package would make runpy warn in every worker.
+    if name == "WorkerContext":
+        from .worker import WorkerContext
+
+        return WorkerContext
+    raise AttributeError(f"module 'evloop' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Loop", "Handle", "TimerHandle", "LoopStatistics", "EVENT_READ", "EVENT_WRITE",
     "Conn", "ConnStatistics", "Pipe", "PipeStatistics", "HEADER_SIZE", "DEFAULT_MAX_LEN",
-    "spawn", "Worker", "Pool", "Request", "PoolStatistics", "serve", "Reply",
-    "Server", "ServerStatistics", "run_daemon", "listen_tcp", "listen_unix", "connect_tcp", "connect_unix", "conn_pair",
+    "spawn", "spawn_worker", "Worker", "WorkerContext", "Pool", "Request", "PoolStatistics",
+    "serve", "Reply", "Client",
+    "Server", "ServerStatistics", "run_daemon", "listen_tcp", "listen_unix", "connect_tcp",
+    "connect_unix", "conn_pair",
     "EvloopError", "LoopClosedError", "LoopRunningError", "ConnClosedError", "BufferFullError",
-    "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
+    "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError",
+    "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
-    "InvalidStateError", "CancelledError", "Future",
+    "InvalidStateError", "CancelledError", "Future", "TargetError", "WorkerHung",
+    "WorkerBootError", "PayloadError",
     "implementation", "Implementation", "ComponentImplementation",
 ]  # fmt: skip

@@ -166,3 +166,37 @@ class PoolClosedError(WorkerError, RuntimeError):
     deadline passes, when the pool has no worker left and may not restart
     one, when a replacement worker fails to start (the SpawnError is the
     `__cause__`), or when the Loop is closed under it."""
+
+
+class TargetError(WorkerError, ValueError):
+    """Raised by `spawn()` and `Pool()` before anything is started when the
+    worker target cannot work: a malformed name, a lambda or nested function
+    (a fresh interpreter cannot import it), or a module or function that does
+    not exist. The existence check reads the module's source without running
+    it; a module that fails while importing is reported by the worker as a
+    RemoteError instead."""
+
+
+class WorkerHung(WorkerCrashed):
+    """The error of a pool request whose worker stopped answering: nothing
+    came from it for the pool's `hang_timeout` while it owed an answer (a
+    request or a heartbeat). The worker is killed and replaced; a WorkerHung
+    is a WorkerCrashed, with `status` None (it had not exited yet)."""
+
+
+class WorkerBootError(WorkerError):
+    """Workers of a Pool failed to start `max_boot_failures` times in a row
+    (each exited, or could not be spawned, before it was up), so the pool
+    stopped restarting them and closed. `error` is the last worker's own
+    report (a RemoteError with the child's traceback, or the SpawnError), also
+    the `__cause__`; requests failed by it have it as their cause."""
+
+    def __init__(self, msg: str, *, error: BaseException | None):
+        super().__init__(msg)
+        self.error = error
+
+
+class PayloadError(WorkerError, ValueError):
+    """A request or reply payload could not be decoded by the codec the Pool
+    or serve() was given (`codec="json"`, ...): the request fails with it,
+    the codec's own exception as the `__cause__`."""

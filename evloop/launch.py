@@ -12,6 +12,8 @@
 # goes through subprocess.Popen(preexec_fn=...), which runs Python between
 # fork and exec and is therefore not safe in a parent with threads.
 # EVLOOP_REQUIRE_C=1 makes a failed import of the extension fatal.
+"""Start one child process with only fds 0-3 and the parent-death signal (C, or a Popen fallback). See the comment header above for the invariants."""
+
 from __future__ import annotations
 
 import errno
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _env
+from .control import CHILD_FD
 from .errors import SpawnError
 
 __all__ = ["CHILD_FD", "IMPLEMENTATION", "c_import_error", "resolve_program", "start"]
@@ -38,14 +41,17 @@ except ImportError as exc:
     _env.c_import_failed("evloop._spawn", "the C spawner", exc)  # raises under EVLOOP_REQUIRE_C=1
     c_import_error = exc
 
+# The C spawner's fd number is declared in evl_spawn.h: it must be the protocol's.
+if _c_spawn is not None and int(_c_spawn.lib.EVL_SPAWN_FD) != CHILD_FD:
+    raise ImportError(
+        f"evloop._spawn puts the socket on fd {_c_spawn.lib.EVL_SPAWN_FD}, not {CHILD_FD}"
+    )
+
 IMPLEMENTATION = "python" if _c_spawn is None or _env.pure_python() else "c"
 
-# csrc/evl_spawn.h is the source of truth for the child's fd and the stage
-# numbers; with the extension built they are read from it so the two cannot
-# drift apart. The fallback has only the number.
-CHILD_FD: int = 3 if _c_spawn is None else int(_c_spawn.lib.EVL_SPAWN_FD)
-
-# What each enum evl_spawn_stage value names, for SpawnError's message.
+# What each enum evl_spawn_stage value names, for SpawnError's message: the
+# numbers come from csrc/evl_spawn.h through the extension, so the two cannot
+# drift apart.
 _STAGES: dict[int, str] = {}
 if _c_spawn is not None:
     _STAGES = {

@@ -187,8 +187,16 @@ class Pipe:
         payload or one over max_len, TypeError for a part that is not
         bytes-like, both before anything is written. Conn errors
         (ConnClosedError, BufferFullError) pass through."""
-        if type(data) is bytes and not more:
+        if type(data) is bytes:
             n = len(data)
+            if more:
+                # Small bytes parts (a kind byte and id, then a payload) take
+                # the same path as one payload.
+                for part in more:
+                    if type(part) is not bytes:
+                        n = -1
+                        break
+                    n += len(part)
             if 0 < n <= self._fast_max:
                 try:
                     header = _pack_header(chan, n)
@@ -202,13 +210,16 @@ class Pipe:
                     # to the Conn's open tail, with no call and no new object.
                     tail += header
                     tail += data
+                    if more:
+                        for part in more:
+                            tail += part
                     w.size = size
                 elif n <= _JOIN_MAX:
                     # The first frame of a turn (it opens the tail), or past
                     # the watermark: one small join, one Conn call.
-                    self.conn.write(header + data)
+                    self.conn.write(b"".join((header, data, *more)) if more else header + data)
                 else:
-                    self.conn.writev((header, data))
+                    self.conn.writev((header, data, *more))
                 self.frames_out += 1
                 self.payload_out += n
                 return

@@ -1,165 +1,73 @@
 # evloop/pool.py
 #
-# Pool: N supervised workers (spawn() targets) and request/response on top of
-# their Pipes. Both ends live here: Pool and Request in the parent, serve()
-# and Reply in a Python worker.
+# Pool: N supervised workers taking requests and messages. It composes
+# three pieces that each work on their own:
+#   supervise.Supervisor  keeps the processes running (restart with backoff,
+#                         boot-failure limit, hang detection, recycling,
+#                         escalating stop, the shutdown state machine);
+#   rpc.Client            one per worker: the request/reply wire on its Pipe;
+#   dispatch.Dispatcher   picks the worker for each request among those
+#                         that can take one.
+# The worker side is rpc.serve() (re-exported here with Reply).
 #
-# Wire format. Pool traffic uses the reserved control channel 65535; the first
-# payload byte says what the frame is, and the request id is a u64 big-endian
-# chosen by the parent (unique per Pool, never reused):
+# Which workers take work: a worker is in the dispatcher from the moment it
+# is spawned (frames wait in its socket while it imports) until it is lost
+# (exit, hang), retired (max_requests) or its Pipe is above its high
+# watermark (back-pressure: it is resumed when the Pipe drains). With none
+# available, requests wait in the pool's queue, their timeouts running.
 #
-#   "Q" (0x51) parent -> worker   id | request bytes       answer expected
-#   "M" (0x4D) parent -> worker   message bytes            no answer
-#   "R" (0x52) worker -> parent   id | reply bytes         success
-#   "X" (0x58) worker -> parent   id | JSON error          the handler raised
+# What happens to a worker's requests when it is lost:
+#   it died before it was up  they never reached the target (the runtime
+#                             reads nothing before the function returned):
+#                             sent again to another worker
+#   it exited (a crash)       WorkerCrashed, unless the request was made
+#                             with idempotent=True: then sent again, once
+#   it hung (hang_timeout)    WorkerHung (a WorkerCrashed), idempotent ones
+#                             sent again, once
+# Every reply that arrived before the worker's Pipe closed completes its
+# request: a worker's exit is handled only after its last frame.
 #
-# The JSON error is {"type", "message", "traceback"}, the same body spawn uses
-# for a worker's fatal error report ("E"). User channels 0..65534 are left to
-# the application (Pool.on_frame, serve(on_frame=...)).
-#
-# Invariants: every Request completes exactly once (reply, remote error,
-# timeout, cancel, the crash of its worker, or the pool's shutdown), and its
-# timer is cancelled when it does; a request is in exactly one place: the
-# queue (no worker available yet) or one slot's in-flight table. Nothing
-# waits forever: a worker's exit fails what it held at once, and a pool that
-# cannot get a worker back fails what is queued.
+# Invariants: every Request completes exactly once; a pending request is in
+# exactly one place (the queue, or one Client's in-flight table); nothing
+# waits forever: a lost worker's requests are failed or re-queued at once,
+# and a pool that cannot get a worker back (restart=False, shutting down,
+# given up after max_boot_failures) fails what is queued.
+"""Pool: N supervised workers taking requests; supervise + dispatch + rpc composed. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
-import functools
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .conn import Buffer
+from .control import ID_OVERHEAD
+from .dispatch import STRATEGIES, Dispatcher
 from .errors import (
     BufferFullError,
     ConnClosedError,
-    InvalidStateError,
     PoolClosedError,
     RemoteError,
-    RequestCancelled,
     RequestTimeout,
-    SpawnError,
+    WorkerBootError,
     WorkerCrashed,
+    WorkerHung,
 )
-from .loop import Loop, TimerHandle
-from .pipe import DEFAULT_MAX_LEN, Pipe
-from .spawn import CONTROL_CHANNEL, Worker, decode_error, encode_error, spawn
+from .loop import Loop
+from .pipe import DEFAULT_MAX_LEN
+from .rpc import Client, Codec, Reply, Request, get_codec, serve
+from .spawn import Worker, check_target, spawn, target_name
+from .supervise import Slot, SlotState, State, Supervisor
 
 __all__ = ["Pool", "Request", "PoolStatistics", "serve", "Reply", "STRATEGIES"]
 
 log = logging.getLogger("evloop")
 
-KIND_REQUEST = 0x51  # "Q"
-KIND_MESSAGE = 0x4D  # "M"
-KIND_REPLY = 0x52  # "R"
-KIND_FAIL = 0x58  # "X"
-_ID = struct.Struct(">Q")
-# kind byte + id
-_REQ_OVERHEAD = 1 + _ID.size
-
-STRATEGIES = ("round_robin", "least_outstanding")
 _DEFAULT: Any = object()
-
-
-# -- the parent side ------------------------------------------------------------
-
-
-class Request:
-    """A request in flight: a small future completed on the Loop.
-
-    `done()`, `cancelled()`; `result()` returns the reply bytes or raises the
-    error (RemoteError, RequestTimeout, WorkerCrashed, PoolClosedError,
-    RequestCancelled, BufferFullError); `exception()` returns that error or
-    None. Both raise InvalidStateError while pending. Done callbacks get the
-    Request, run when it completes (at once if it already has), and an
-    exception escaping one goes to the Loop's exception handler.
-    """
-
-    __slots__ = (
-        "id", "_pool", "_payload", "_done", "_result", "_exc", "_callbacks", "_timer", "_slot",
-    )  # fmt: skip
-
-    def __init__(self, pool: Pool, rid: int, payload: bytes):
-        self.id = rid
-        self._pool = pool
-        self._payload: bytes | None = payload  # until it is written
-        self._done = False
-        self._result: bytes | None = None
-        self._exc: BaseException | None = None
-        self._callbacks: list[Callable[[Request], Any]] = []
-        self._timer: TimerHandle | None = None
-        self._slot: _Slot | None = None
-
-    def done(self) -> bool:
-        return self._done
-
-    def cancelled(self) -> bool:
-        return isinstance(self._exc, RequestCancelled)
-
-    def result(self) -> bytes:
-        if not self._done:
-            raise InvalidStateError(f"request {self.id} is still pending")
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        if not self._done:
-            raise InvalidStateError(f"request {self.id} is still pending")
-        return self._exc
-
-    def add_done_callback(self, fn: Callable[[Request], Any]) -> None:
-        if self._done:
-            self._run_callback(fn)
-        else:
-            self._callbacks.append(fn)
-
-    def cancel(self) -> bool:
-        """Complete the request with RequestCancelled unless it is done. The
-        worker is not told; its late reply is dropped. Returns whether it was
-        cancelled."""
-        if self._done:
-            return False
-        self._pool._forget(self)
-        self._complete(None, RequestCancelled(f"request {self.id} was cancelled"))
-        return True
-
-    def _complete(self, result: bytes | None, exc: BaseException | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._payload = None
-        self._result = result
-        self._exc = exc
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._slot = None
-        self._pool._count(self)
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
-            self._run_callback(fn)
-        self._pool._request_finished()
-
-    def _run_callback(self, fn: Callable[[Request], Any]) -> None:
-        try:
-            fn(self)
-        except Exception as exc:
-            self._pool.loop.call_exception_handler(exc, fn)
-
-    def __repr__(self) -> str:
-        if not self._done:
-            state = "pending"
-        elif self._exc is not None:
-            state = f"failed {type(self._exc).__name__}"
-        else:
-            state = "done"
-        return f"<Request {self.id} {state}>"
+_RUNNING = State.RUNNING
+# How many times an idempotent request may be sent in all.
+MAX_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -175,36 +83,50 @@ class PoolStatistics:
     crashes: int  # workers that exited without being asked to
     restarts: int
     spawn_failures: int
+    hung: int = 0  # workers killed by the hang timeout
+    recycled: int = 0  # workers retired after max_requests
+    boot_failures: int = 0  # workers that died before they were up
+    resent: int = 0  # requests sent again after their worker was lost
 
 
-class _Slot:
-    __slots__ = ("index", "worker", "inflight", "crash_streak", "restart_timer")
+class _WorkerClient(Client):
+    """A Pool's rpc Client on one worker's Pipe."""
 
-    def __init__(self, index: int):
-        self.index = index
-        self.worker: Worker | None = None
-        self.inflight: dict[int, Request] = {}
-        self.crash_streak = 0
-        self.restart_timer: TimerHandle | None = None
-
-    def usable(self) -> bool:
-        w = self.worker
-        return w is not None and w.returncode is None and not w.pipe.conn.closing
+    def __init__(self, slot: Slot, worker: Worker, codec: Codec | None, on_idle: Any):
+        super().__init__(worker.pipe, codec=codec, on_idle=on_idle)
+        self.slot = slot
+        self.worker = worker
+        self.retiring = False
 
 
 class Pool:
     """N supervised workers taking messages and requests. See docs/spawn.md.
 
-    `target` and `*args` are as for spawn(); a Python target answers requests
-    with serve(). `strategy` picks the worker for send() and request():
-    "round_robin", or "least_outstanding" (fewest requests in flight, ties in
-    round-robin order). `request_timeout` is the default per-request timeout
-    (None: no timeout). A worker that exits is replaced when `restart` is
-    true: at once the first time, then after backoff_initial, doubling up to
+    `target` and `*args` are as for spawn(); a Python target answers
+    requests with serve(). `strategy` picks the worker for send() and
+    request(): "round_robin", or "least_outstanding" (fewest requests in
+    flight, ties in round-robin order). `request_timeout` is the default
+    per-request timeout (None: none). `codec` ("bytes", "json", "pickle" or
+    a Codec) encodes request values and decodes replies; give the workers'
+    serve() the same one.
+
+    Supervision: a worker that exits is replaced when `restart` is true: at
+    once the first time, then after backoff_initial, doubling up to
     backoff_max while it keeps dying within `reset_after` seconds of its
-    start. on_frame(worker, chan, payload) gets user-channel frames from any
-    worker, on_error(worker, exc) their error reports. The remaining keyword
-    arguments go to spawn() (env, cwd, pdeathsig, max_len, ...).
+    start. After `max_boot_failures` workers in a row died before they were
+    up (None: never), the pool gives up and closes, failing what it holds
+    with a PoolClosedError caused by a WorkerBootError that carries the
+    worker's own error. `hang_timeout` (None: off) kills a worker that sent
+    nothing for that long while it owed an answer (see evloop/supervise.py).
+    `max_requests` (None: no limit) retires a worker after that many
+    requests: it gets no more, finishes those in flight and is replaced.
+
+    Callbacks: on_frame(worker, chan, payload) gets user-channel frames from
+    any worker, on_error(worker, exc) their error reports (logged on the
+    "evloop" logger without it), on_worker_start(worker) and
+    on_worker_exit(worker) every worker's start and exit. The remaining
+    keyword arguments go to spawn() (env, cwd, pdeathsig, max_len, ...).
+    `with Pool(...) as pool:` shuts the pool down on leaving the block.
     """
 
     def __init__(
@@ -219,72 +141,113 @@ class Pool:
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         reset_after: float = 10.0,
+        max_boot_failures: int | None = 5,
+        hang_timeout: float | None = None,
+        max_requests: int | None = None,
+        codec: str | Codec | None = None,
         on_frame: Callable[[Worker, int, bytes | bytearray], Any] | None = None,
         on_error: Callable[[Worker, BaseException], Any] | None = None,
+        on_worker_start: Callable[[Worker], Any] | None = None,
+        on_worker_exit: Callable[[Worker], Any] | None = None,
         **spawn_kwargs: Any,
     ):
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0 or None, got {request_timeout}")
-        if not 0 < backoff_initial <= backoff_max:
-            raise ValueError(
-                f"need 0 < backoff_initial ({backoff_initial}) <= backoff_max ({backoff_max})"
-            )
+        if max_requests is not None and max_requests < 1:
+            raise ValueError(f"max_requests must be >= 1 or None, got {max_requests}")
         for bad in ("on_exit", "on_control"):
             if bad in spawn_kwargs:
                 raise TypeError(f"Pool manages {bad} itself")
+        self._dispatcher: Dispatcher[_WorkerClient] = Dispatcher(strategy)
+        if not isinstance(target, (list, tuple)):
+            # A typo in the target fails here, once, not in a crash loop.
+            target = target_name(target)
+            check_target(target)
         self.loop = loop
         self.target = target
         self.args = args
         self.size = size
         self.strategy = strategy
         self.request_timeout = request_timeout
-        self.restart = restart
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.reset_after = reset_after
+        self.max_requests = max_requests
+        self.codec = get_codec(codec)
         self.on_frame = on_frame
         self.on_error = on_error
+        self.on_worker_start = on_worker_start
+        self.on_worker_exit = on_worker_exit
         self._spawn_kwargs = spawn_kwargs
-        self._max_payload = int(spawn_kwargs.get("max_len", DEFAULT_MAX_LEN)) - _REQ_OVERHEAD
-        self._slots = [_Slot(i) for i in range(size)]
-        self._rr = 0
+        self._max_payload = int(spawn_kwargs.get("max_len", DEFAULT_MAX_LEN)) - ID_OVERHEAD
+        self._max_req = max_requests if max_requests is not None else 1 << 62
+        self._pick = self._dispatcher.pick
         self._next_id = 1
         self._queue: deque[Request | bytes] = deque()
-        self._closing = False  # shutdown() called: no new work
-        self._stopping = False  # workers are being stopped
-        self._closed = False
-        self._shutdown_callbacks: list[Callable[[Pool], Any]] = []
-        self._deadline_timer: TimerHandle | None = None
-        self._term_timer: TimerHandle | None = None
-        self._grace = 2.0
-        self._requests = self._completed = self._failed = self._timeouts = 0
-        self._crashes = self._restarts = self._spawn_failures = 0
+        self._closed_callbacks: list[Callable[[Pool], Any]] = []
+        self.requests = self.completed = self.failed = self.timeouts = self.resent = 0
+        self._sup = Supervisor(
+            loop,
+            size,
+            self._spawn,
+            restart=restart,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            reset_after=reset_after,
+            max_boot_failures=max_boot_failures,
+            hang_timeout=hang_timeout,
+            on_start=self._on_start,
+            on_lost=self._on_lost,
+            on_exit=self._on_exit,
+            busy=self._busy,
+            on_give_up=self._on_give_up,
+            on_spawn_failed=self._on_spawn_failed,
+        )
+        self._sup.on_closed(self._on_closed)
         loop.adopt(self)
         try:
-            for slot in self._slots:
-                self._start(slot)
+            self._sup.start()
         except BaseException:
             self.abort()
             raise
 
+    @property
+    def restart(self) -> bool:
+        return self._sup.restart
+
     # -- workers ----------------------------------------------------------------
 
-    def _start(self, slot: _Slot) -> None:
-        worker = spawn(
+    def _spawn(self, slot: Slot) -> Worker:
+        return spawn(
             self.loop,
             self.target,
             *self.args,
             on_frame=self._on_user_frame,
-            on_exit=functools.partial(self._on_worker_exit, slot),
             on_error=self._on_worker_error,
             **self._spawn_kwargs,
         )
-        worker.on_control = functools.partial(self._on_control, slot)
-        slot.worker = worker
+
+    def _on_start(self, slot: Slot, worker: Worker) -> None:
+        client = _WorkerClient(slot, worker, self.codec, self._on_idle)
+        slot.owner = client
+        worker.on_writable = lambda w, c=client: self._on_writable(c)
+        self._dispatcher.add(client, rank=slot.index)
+        if self.on_worker_start is not None:
+            try:
+                self.on_worker_start(worker)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, self.on_worker_start)
+        self._drain_queue()
+
+    def _on_exit(self, slot: Slot, worker: Worker) -> None:
+        if self.on_worker_exit is not None:
+            try:
+                self.on_worker_exit(worker)
+            except Exception as exc:
+                self.loop.call_exception_handler(exc, self.on_worker_exit)
+
+    def _busy(self, slot: Slot) -> bool:
+        client = slot.owner
+        return client is not None and client.outstanding > 0
 
     def _on_user_frame(self, worker: Worker, chan: int, payload: Any) -> None:
         if self.on_frame is not None:
@@ -293,242 +256,282 @@ class Pool:
     def _on_worker_error(self, worker: Worker, exc: BaseException) -> None:
         if self.on_error is not None:
             self.on_error(worker, exc)
-        elif isinstance(exc, RemoteError):
+        elif not isinstance(exc, RemoteError):
+            log.error("evloop: pool worker %d: %s", worker.pid, exc)
+        elif self._sup.note_boot_error(worker, exc):
             log.error(
                 "evloop: pool worker %d failed: %s\n%s", worker.pid, exc, exc.remote_traceback
             )
         else:
-            log.error("evloop: pool worker %d: %s", worker.pid, exc)
+            log.error("evloop: pool worker %d failed: %s (the same error again)", worker.pid, exc)
 
-    def _on_worker_exit(self, slot: _Slot, worker: Worker) -> None:
-        if slot.worker is not worker:
+    def _on_writable(self, client: _WorkerClient) -> None:
+        if client.slot.owner is not client:
             return
-        slot.worker = None
-        status = worker.returncode
-        name = f"worker {slot.index} (pid {worker.pid})"
-        inflight, slot.inflight = slot.inflight, {}
-        for req in inflight.values():
-            exc = WorkerCrashed(
-                f"{name} exited with status {status} while request {req.id} was outstanding",
-                worker=name,
-                status=status,
+        if (
+            client.worker.writable
+            and not client.retiring
+            and client.slot.state
+            in (
+                SlotState.STARTING,
+                SlotState.UP,
             )
-            exc.__cause__ = worker.error
-            req._complete(None, exc)
-        if self._stopping:
-            self._check_closed()
-            return
-        self._crashes += 1
-        if not self.restart or self._closing:
-            self._fail_queue_if_hopeless()
-            self._check_drained()
-            return
-        started = worker.started
-        ended = worker.exited_at if worker.exited_at is not None else self.loop.time()
-        if ended - started >= self.reset_after:
-            slot.crash_streak = 0
-        self._schedule_restart(slot)
-
-    def _schedule_restart(self, slot: _Slot) -> None:
-        streak = slot.crash_streak
-        delay = (
-            0.0 if streak == 0 else min(self.backoff_initial * 2 ** (streak - 1), self.backoff_max)
-        )
-        slot.crash_streak = streak + 1
-        slot.restart_timer = self.loop.call_later(delay, self._restart, slot)
-
-    def _restart(self, slot: _Slot) -> None:
-        slot.restart_timer = None
-        if self._closing or slot.worker is not None:
-            return
-        try:
-            self._start(slot)
-        except (SpawnError, OSError) as exc:
-            self._spawn_failures += 1
-            log.error("evloop: pool could not restart worker %d: %s", slot.index, exc)
-            self._schedule_restart(slot)
-            if not any(s.usable() for s in self._slots):
-                # Retrying goes on, but what waits now might wait for ever.
-                self._fail_queue(f"no worker could be started: {exc}", exc)
-            return
-        self._restarts += 1
-        self._drain_queue()
-
-    def _pick(self) -> _Slot | None:
-        # Per request, so: usable() is asked only of a slot that would win,
-        # and least_outstanding stops at the first idle slot.
-        slots = self._slots
-        n = len(slots)
-        rr = self._rr
-        best: _Slot | None = None
-        if self.strategy == "round_robin":
-            for k in range(n):
-                slot = slots[(rr + k) % n]
-                if slot.usable():
-                    best = slot
-                    break
+        ):
+            self._dispatcher.resume(client)
+            self._drain_queue()
         else:
-            fewest = -1
-            for k in range(n):
-                slot = slots[(rr + k) % n]
-                count = len(slot.inflight)
-                if (fewest < 0 or count < fewest) and slot.usable():
-                    best, fewest = slot, count
-                    if not count:
-                        break
-        if best is not None:
-            self._rr = (best.index + 1) % n
-        return best
+            self._dispatcher.suspend(client)
+
+    def _on_lost(self, slot: Slot, worker: Worker, why: str) -> None:
+        client: _WorkerClient = slot.owner
+        self._dispatcher.remove(client)
+        reqs = client.take_all()
+        name = f"worker {slot.index} (pid {worker.pid})"
+        again: list[Request] = []
+        for req in reqs:
+            if why == "boot" or (req.idempotent and req.attempts < MAX_ATTEMPTS):
+                again.append(req)
+                continue
+            status = worker.returncode
+            exc: WorkerCrashed
+            if why == "hung":
+                exc = WorkerHung(
+                    f"{name} stopped answering while request {req.id} was outstanding",
+                    worker=name,
+                    status=None,
+                )
+            else:
+                exc = WorkerCrashed(
+                    f"{name} exited with status {status} while request {req.id} was outstanding",
+                    worker=name,
+                    status=status,
+                )
+                exc.__cause__ = worker.error
+            req._fail(exc)
+        if again:
+            self.resent += len(again)
+            self._queue.extendleft(reversed(again))
+        self._drain_queue()
+        self._fail_queue_if_hopeless()
+        self._sup.check_drained()
+
+    def _on_idle(self, client: Client) -> None:
+        assert isinstance(client, _WorkerClient)
+        if client.retiring and client.slot.owner is client:
+            self._sup.recycle(client.slot)
+        if self._sup.state is State.DRAINING:
+            self._sup.check_drained()
+
+    def _retire(self, client: _WorkerClient) -> None:
+        client.retiring = True
+        self._dispatcher.remove(client)
+        if not client.outstanding:
+            self._sup.recycle(client.slot)
+
+    def _on_spawn_failed(self, slot: Slot, exc: BaseException) -> None:
+        if not self._usable():
+            # Retrying goes on, but what waits now might wait for ever.
+            self._fail_queue(f"no worker could be started: {exc}", exc)
+
+    def _on_give_up(self, exc: WorkerBootError) -> None:
+        self._fail_all(f"the pool gave up: {exc}", exc)
+        self._sup.stop()
 
     # -- submitting work ----------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closing:
-            raise PoolClosedError(
-                "the pool is shut down" if self._closed else "the pool is shutting down"
-            )
+    def _closed_error(self) -> PoolClosedError:
+        failure = self._sup.failure
+        if failure is not None:
+            err = PoolClosedError(f"the pool gave up: {failure}")
+            err.__cause__ = failure
+            return err
+        return PoolClosedError(
+            "the pool is shut down"
+            if self._sup.state is State.CLOSED
+            else "the pool is shutting down"
+        )
 
-    def _check_size(self, data: Buffer) -> bytes:
-        b = bytes(data)
-        if len(b) > self._max_payload:
+    def _payload(self, data: Any) -> bytes:
+        codec = self.codec
+        if codec is not None:
+            data = codec.encode(data)
+        elif type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                try:
+                    data = memoryview(data)
+                except TypeError:
+                    raise TypeError(
+                        f"a request payload must be bytes-like, not {type(data).__name__}"
+                        " (or give the Pool a codec)"
+                    ) from None
+            data = bytes(data)  # ours now: the caller may reuse its buffer
+        if len(data) > self._max_payload:
             raise ValueError(
-                f"payload of {len(b)} bytes exceeds the pool's limit {self._max_payload}"
+                f"payload of {len(data)} bytes exceeds the pool's limit {self._max_payload}"
             )
-        return b
+        return data
 
     def request(
         self,
-        data: Buffer,
+        data: Any,
         callback: Callable[[Request], Any] | None = None,
         timeout: float | None = _DEFAULT,
+        *,
+        idempotent: bool = False,
     ) -> Request:
         """Send `data` to one worker (by strategy) and return the Request for
         its reply. `callback(request)` is added as a done callback; `timeout`
-        defaults to the pool's request_timeout (None: none). Raises
-        PoolClosedError once shutdown() was called."""
-        self._check_open()
-        payload = self._check_size(data)
+        defaults to the pool's request_timeout (None: none). `idempotent`:
+        the request may be sent again (once) to another worker if its worker
+        is lost. Raises PoolClosedError once shutdown() was called."""
+        if self._sup.state is not _RUNNING:
+            raise self._closed_error()
+        if type(data) is not bytes or self.codec is not None:
+            data = self._payload(data)
+        rid = self._next_id
+        self._next_id = rid + 1
+        req = Request(self.loop, rid, self)
+        self.requests += 1
+        if callback is not None:
+            req._callbacks = [callback]  # type: ignore[list-item]  # it gets the Request
         if timeout is _DEFAULT:
             timeout = self.request_timeout
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
-        req = Request(self, self._next_id, payload)
-        self._next_id += 1
-        self._requests += 1
-        if callback is not None:
-            req.add_done_callback(callback)
         if timeout is not None:
+            if timeout < 0:
+                raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
             req._timer = self.loop.call_later(timeout, self._on_timeout, req, timeout)
+        # Kept until it completes (a reference, not a copy): a worker that
+        # dies before it is up never read it, and it is sent again.
+        req._payload = data
+        if idempotent:
+            req.idempotent = True
+        if not self._queue:
+            client = self._pick()
+            if client is not None:
+                try:
+                    client._submit(req, data)
+                except ConnClosedError:
+                    # Its worker is going away: nothing was written, so the
+                    # request waits for another one.
+                    self._dispatcher.remove(client)
+                    self._queue.append(req)
+                    self._drain_queue()
+                    self._fail_queue_if_hopeless()
+                    return req
+                except BufferFullError as exc:
+                    req._fail(exc)
+                    return req
+                except ValueError:
+                    # Too large for the Pipe (its check costs no call here);
+                    # nothing was written: undo the request.
+                    self._undo(req)
+                    self._payload(data)  # raises the pool's own ValueError
+                    raise
+                if client.sent >= self._max_req:
+                    self._retire(client)
+                return req
+        if len(data) > self._max_payload:
+            self._undo(req)
+            self._payload(data)  # raises
         self._queue.append(req)
-        self._drain_queue()
-        if not req._done and req._slot is None:
-            self._fail_queue_if_hopeless()
+        self._fail_queue_if_hopeless()
         return req
 
-    def send(self, data: Buffer) -> None:
+    def _undo(self, req: Request) -> None:
+        """Forget a request refused before it was sent anywhere."""
+        self.requests -= 1
+        self._next_id -= 1
+        if req._timer is not None:
+            req._timer.cancel()
+            req._timer = None
+
+    def send(self, data: Any) -> None:
         """Send a message (no reply) to one worker, by strategy. It waits in
-        the queue if no worker is up; it is dropped if the pool shuts down
-        before one is."""
-        self._check_open()
-        self._queue.append(bytes((KIND_MESSAGE,)) + self._check_size(data))
+        the queue if no worker can take it; it is dropped if the pool shuts
+        down before one can."""
+        if self._sup.state is not _RUNNING:
+            raise self._closed_error()
+        self._queue.append(self._payload(data))
         self._drain_queue()
 
-    def broadcast(self, data: Buffer) -> int:
-        """Send a message (no reply) to every worker that is up now. Returns
-        how many got it."""
-        self._check_open()
-        frame = bytes((KIND_MESSAGE,)) + self._check_size(data)
+    def broadcast(self, data: Any) -> int:
+        """Send a message (no reply) to every worker that is up now and can
+        take it. Returns how many got it; a worker whose Pipe refuses it
+        (closing, or full: BufferFullError) is skipped."""
+        if self._sup.state is not _RUNNING:
+            raise self._closed_error()
+        payload = self._payload(data)
         n = 0
-        for slot in self._slots:
-            if slot.usable():
-                assert slot.worker is not None
-                slot.worker.pipe.write_frame(CONTROL_CHANNEL, frame)
-                n += 1
+        for client in self._dispatcher:
+            try:
+                client._write(0xFFFF, b"M", payload)
+            except (BufferFullError, ConnClosedError) as exc:
+                log.warning("evloop: pool broadcast skipped worker %d: %s", client.worker.pid, exc)
+                continue
+            n += 1
         return n
 
     def _drain_queue(self) -> None:
         queue = self._queue
         while queue:
-            slot = self._pick()
-            if slot is None:
+            client = self._pick()
+            if client is None:
                 return
             item = queue.popleft()
-            assert slot.worker is not None
-            pipe = slot.worker.pipe
-            if isinstance(item, bytes):
-                self._write(pipe, item)
+            if type(item) is bytes:
+                try:
+                    client._write(0xFFFF, b"M", item)
+                except (BufferFullError, ConnClosedError) as exc:
+                    log.warning("evloop: pool message dropped: %s", exc)
                 continue
-            assert item._payload is not None
-            frame = bytes((KIND_REQUEST,)) + _ID.pack(item.id) + item._payload
-            item._payload = None
+            assert isinstance(item, Request)
+            payload = item._payload
+            assert payload is not None
             try:
-                pipe.write_frame(CONTROL_CHANNEL, frame)
-            except (BufferFullError, ConnClosedError) as exc:
-                item._complete(None, exc)
+                client._submit(item, payload)
+            except ConnClosedError:
+                self._dispatcher.remove(client)
+                queue.appendleft(item)
                 continue
-            item._slot = slot
-            slot.inflight[item.id] = item
-
-    def _write(self, pipe: Pipe, frame: bytes) -> None:
-        try:
-            pipe.write_frame(CONTROL_CHANNEL, frame)
-        except (BufferFullError, ConnClosedError) as exc:
-            log.warning("evloop: pool message dropped: %s", exc)
-
-    def _on_control(self, slot: _Slot, worker: Worker, payload: bytes) -> None:
-        kind = payload[0]
-        if kind not in (KIND_REPLY, KIND_FAIL) or len(payload) < _REQ_OVERHEAD:
-            log.debug("evloop: pool: ignoring control message %r", payload[:16])
-            return
-        (rid,) = _ID.unpack_from(payload, 1)
-        req = slot.inflight.pop(rid, None)
-        if req is None:
-            return  # timed out or cancelled already: the late answer is dropped
-        if kind == KIND_REPLY:
-            req._complete(payload[_REQ_OVERHEAD:], None)
-        else:
-            req._complete(None, decode_error(payload[_REQ_OVERHEAD:]))
+            except BufferFullError as exc:
+                item._fail(exc)
+                continue
+            if client.sent >= self._max_req:
+                self._retire(client)
 
     def _on_timeout(self, req: Request, timeout: float) -> None:
         req._timer = None
-        if req._done:
+        if req.done():
             return
-        self._forget(req)
-        self._timeouts += 1
-        req._complete(None, RequestTimeout(f"request {req.id} got no reply within {timeout} s"))
+        client = req._client
+        if client is not None:
+            client._discard(req)
+        else:
+            self._forget(req)
+        self.timeouts += 1
+        req._fail(RequestTimeout(f"request {req.id} got no reply within {timeout} s"))
 
     def _forget(self, req: Request) -> None:
-        slot = req._slot
-        if slot is not None:
-            slot.inflight.pop(req.id, None)
-        else:
-            try:
-                self._queue.remove(req)
-            except ValueError:
-                pass
+        try:
+            self._queue.remove(req)
+        except ValueError:
+            pass
+        if self._sup.state is State.DRAINING:
+            self._sup.check_drained()
 
-    def _count(self, req: Request) -> None:
-        if req._exc is None:
-            self._completed += 1
-        else:
-            self._failed += 1
-
-    def _request_finished(self) -> None:
-        if self._closing and not self._stopping:
-            self._check_drained()
-
-    def _hopeless(self) -> bool:
-        """True when no worker is up and none will be started."""
-        if any(s.usable() for s in self._slots):
-            return False
-        if self._closing or not self.restart:
-            return True
-        return False
+    def _usable(self) -> bool:
+        return any(
+            s.worker is not None and s.state in (SlotState.STARTING, SlotState.UP)
+            for s in self._sup.slots
+        )
 
     def _fail_queue_if_hopeless(self) -> None:
-        if not self._queue or not self._hopeless():
+        if not self._queue or self._usable():
             return
-        why = "the pool is shutting down" if self._closing else "restart=False"
+        state = self._sup.state
+        if state is _RUNNING and self._sup.restart:
+            return  # a replacement is coming
+        why = "the pool is shutting down" if state is not _RUNNING else "restart=False"
         self._fail_queue(f"no worker left to take it ({why})")
 
     def _fail_queue(self, msg: str, cause: BaseException | None = None) -> None:
@@ -537,29 +540,37 @@ class Pool:
             if isinstance(item, Request):
                 exc = PoolClosedError(f"request {item.id}: {msg}")
                 exc.__cause__ = cause
-                item._complete(None, exc)
+                item._fail(exc)
 
-    def _fail_inflight(self, msg: str) -> None:
-        for slot in self._slots:
-            inflight, slot.inflight = slot.inflight, {}
-            for req in inflight.values():
-                req._complete(None, PoolClosedError(f"request {req.id}: {msg}"))
+    def _fail_all(self, msg: str, cause: BaseException | None = None) -> None:
+        self._fail_queue(msg, cause)
+        for slot in self._sup.slots:
+            client = slot.owner
+            if client is not None:
+
+                def failure(req: Request) -> BaseException:
+                    exc = PoolClosedError(f"request {req.id}: {msg}")
+                    exc.__cause__ = cause
+                    return exc
+
+                client.fail_all(failure)
 
     # -- shutdown -------------------------------------------------------------------
 
     @property
     def closing(self) -> bool:
-        """True once shutdown() was called (or the loop closed the pool)."""
-        return self._closing
+        """True once shutdown() was called (or the pool gave up, or the loop
+        closed it)."""
+        return self._sup.state is not _RUNNING
 
     @property
     def closed(self) -> bool:
         """True once every worker is gone after a shutdown."""
-        return self._closed
+        return self._sup.state is State.CLOSED
 
     def workers(self) -> list[Worker]:
         """The workers currently running (in slot order)."""
-        return [s.worker for s in self._slots if s.worker is not None]
+        return self._sup.workers()
 
     def shutdown(
         self,
@@ -574,67 +585,26 @@ class Pool:
         worker exits on EOF), SIGTERM them after `grace` seconds and SIGKILL
         after `grace` more. callback(pool) runs once every worker is reaped."""
         if callback is not None:
-            if self._closed:
+            if self.closed:
                 self.loop.call_soon(callback, self)
             else:
-                self._shutdown_callbacks.append(callback)
-        if self._closing:
+                self._closed_callbacks.append(callback)
+        if self._sup.state is not _RUNNING:
             return
-        self._closing = True
-        self._grace = grace
-        for slot in self._slots:
-            if slot.restart_timer is not None:
-                slot.restart_timer.cancel()
-                slot.restart_timer = None
-        self._deadline_timer = self.loop.call_later(deadline, self._deadline_expired, deadline)
+        self._sup.shutdown(deadline, grace, self._drained, self._deadline_expired)
         self._fail_queue_if_hopeless()
-        self._check_drained()
 
-    def _check_drained(self) -> None:
-        if not self._closing or self._stopping:
-            return
-        if self._queue or any(s.inflight for s in self._slots):
-            return
-        self._stop_workers()
+    def _drained(self) -> bool:
+        if self._queue:
+            return False
+        return not any(s.owner is not None and s.owner.outstanding for s in self._sup.slots)
 
     def _deadline_expired(self, deadline: float) -> None:
-        self._deadline_timer = None
-        if self._stopping:
-            return
-        msg = f"the pool shut down before it completed (deadline {deadline} s)"
-        self._fail_queue(msg)
-        self._fail_inflight(msg)
-        self._stop_workers()
+        self._fail_all(f"the pool shut down before it completed (deadline {deadline} s)")
 
-    def _stop_workers(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        grace = self._grace
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
-        for worker in self.workers():
-            worker.close()
-        self._term_timer = self.loop.call_later(grace, self._terminate_all, grace)
-        self._check_closed()
-
-    def _terminate_all(self, grace: float) -> None:
-        self._term_timer = None
-        for worker in self.workers():
-            worker.terminate(grace)
-
-    def _check_closed(self) -> None:
-        if self._closed or not self._stopping:
-            return
-        if any(s.worker is not None for s in self._slots):
-            return
-        self._closed = True
-        if self._term_timer is not None:
-            self._term_timer.cancel()
-            self._term_timer = None
+    def _on_closed(self) -> None:
         self.loop.disown(self)
-        callbacks, self._shutdown_callbacks = self._shutdown_callbacks, []
+        callbacks, self._closed_callbacks = self._closed_callbacks, []
         for fn in callbacks:
             try:
                 fn(self)
@@ -644,123 +614,50 @@ class Pool:
     def abort(self) -> None:
         """Fail everything outstanding with PoolClosedError and kill the
         workers now. Loop.close() calls this."""
-        self._closing = self._stopping = True
-        for t in (self._deadline_timer, self._term_timer):
-            if t is not None:
-                t.cancel()
-        self._deadline_timer = self._term_timer = None
-        for slot in self._slots:
-            if slot.restart_timer is not None:
-                slot.restart_timer.cancel()
-                slot.restart_timer = None
-        self._fail_queue("the pool was aborted")
-        self._fail_inflight("the pool was aborted")
-        for worker in self.workers():
-            worker.abort()
-        self._check_closed()
+        self._fail_all("the pool was aborted")
+        self._sup.abort()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Shut down (default deadline and grace); when the loop is not
+        running, run it until the pool is closed (aborting it if that takes
+        longer than the deadline and both graces)."""
+        self.shutdown()
+        if not self.loop.running and not self.loop.closed:
+            if not self.loop.run_until(lambda: self.closed, timeout=10.0 + 4 * 2.0 + 1.0):
+                self.abort()
 
     # -- introspection --------------------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
+        sup = self._sup
+        live = [s for s in sup.slots if s.worker is not None]
         return PoolStatistics(
             size=self.size,
-            alive=sum(1 for s in self._slots if s.usable()),
-            in_flight=sum(len(s.inflight) for s in self._slots),
+            alive=sum(
+                1
+                for s in live
+                if s.state in (SlotState.STARTING, SlotState.UP)
+                and s.worker is not None
+                and s.worker.returncode is None
+                and not s.worker.pipe.conn.closing
+            ),
+            in_flight=sum(s.owner.outstanding for s in live if s.owner is not None),
             queued=len(self._queue),
-            requests=self._requests,
-            completed=self._completed,
-            failed=self._failed,
-            timeouts=self._timeouts,
-            crashes=self._crashes,
-            restarts=self._restarts,
-            spawn_failures=self._spawn_failures,
+            requests=self.requests,
+            completed=self.completed,
+            failed=self.failed,
+            timeouts=self.timeouts,
+            crashes=sup.crashes,
+            restarts=sup.restarts,
+            spawn_failures=sup.spawn_failures,
+            hung=sup.hung,
+            recycled=sup.recycled,
+            boot_failures=sup.boot_failures,
+            resent=self.resent,
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("closing" if self._closing else "open")
-        return f"<Pool {state} size={self.size} target={self.target!r}>"
-
-
-# -- the worker side ------------------------------------------------------------
-
-
-class Reply:
-    """Answers one request from inside a worker: `reply(data)` or
-    `reply.fail(exc)`, exactly once. For a message (send/broadcast) it does
-    nothing. Answers to a parent that has gone away are dropped."""
-
-    __slots__ = ("_pipe", "id", "_done")
-
-    def __init__(self, pipe: Pipe, rid: int | None):
-        self._pipe = pipe
-        self.id = rid
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def __call__(self, data: Buffer | None = b"") -> None:
-        if data is None:
-            data = b""
-        self._send(KIND_REPLY, bytes(data))
-
-    def fail(self, exc: BaseException) -> None:
-        self._send(KIND_FAIL, encode_error(exc))
-
-    def _send(self, kind: int, body: bytes) -> None:
-        if self._done:
-            raise RuntimeError(f"request {self.id} was already answered")
-        self._done = True
-        if self.id is None:
-            return
-        try:
-            self._pipe.write_frame(CONTROL_CHANNEL, bytes((kind,)) + _ID.pack(self.id) + body)
-        except ConnClosedError:
-            pass
-
-
-def serve(
-    loop: Loop,
-    pipe: Pipe,
-    handler: Callable[..., Any],
-    *,
-    deferred: bool = False,
-    on_frame: Callable[[int, bytes | bytearray], Any] | None = None,
-) -> None:
-    """Answer a Pool's requests in a Python worker: call this from the
-    worker function. handler(data) -> bytes | None is called for every
-    request and message, and its return value is the reply. With
-    deferred=True it is called as handler(data, reply) and answers later by
-    calling reply(data) or reply.fail(exc) (see Reply). A handler that raises
-    fails only that request (the parent gets a RemoteError); an exception
-    from a message handler, which has nobody to answer, ends the worker.
-    Frames on user channels go to on_frame(chan, payload)."""
-
-    def dispatch(chan: int, payload: Any) -> None:
-        if chan != CONTROL_CHANNEL:
-            if on_frame is not None:
-                on_frame(chan, payload)
-            return
-        kind = payload[0]
-        if kind == KIND_REQUEST and len(payload) >= _REQ_OVERHEAD:
-            (rid,) = _ID.unpack_from(payload, 1)
-            data = bytes(payload[_REQ_OVERHEAD:])
-            reply = Reply(pipe, rid)
-            try:
-                if deferred:
-                    handler(data, reply)
-                else:
-                    reply(handler(data))
-            except Exception as exc:
-                if reply.done:
-                    raise  # answered already: a plain bug, fatal like any other
-                reply.fail(exc)
-        elif kind == KIND_MESSAGE:
-            data = bytes(payload[1:])
-            if deferred:
-                handler(data, Reply(pipe, None))
-            else:
-                handler(data)
-
-    pipe.on_frame = dispatch
+        return f"<Pool {self._sup.state.value} size={self.size} target={self.target!r}>"

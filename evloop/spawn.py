@@ -9,7 +9,8 @@
 # event loop inherits its epoll set, signal fd and buffers. A Python target
 # therefore runs in a new interpreter (`python -m evloop.worker`), which
 # imports the function by name. Starting the process is evloop/launch.py's
-# job (a C vfork+exec spawner, with a not-thread-safe Popen fallback).
+# job (a C vfork+exec spawner, with a not-thread-safe Popen fallback); the
+# messages on the reserved control channel are evloop/control.py's.
 #
 # What a child starts with: fd 3 (also named by EVLOOP_FD=3) is its end of
 # the socketpair; fds 0-2 are the parent's; every other descriptor is closed;
@@ -20,28 +21,57 @@
 # SIGCHLD where pidfds are unavailable), and signals are only ever sent
 # before that, so a pid is never confused with a recycled one. on_exit fires
 # exactly once, after the child is reaped AND its Pipe is closed, so every
-# frame the child wrote before it died has been delivered first. Channel
-# 65535 (CONTROL_CHANNEL) is reserved for evloop's own messages.
+# frame the child wrote before it died has been delivered first (and
+# exited() completes right after it). Channel 65535 (CONTROL_CHANNEL) is
+# reserved for evloop's own messages. A Python worker that is still
+# importing its target cannot spawn (SpawnError): that is how a module
+# without a __main__ guard would start workers recursively.
+#
+# `import evloop.spawn` gives this module; calling the module, as in
+# `evloop.spawn(loop, target)`, calls spawn() (kept for code written when
+# evloop.spawn was the function). The typed route is
+# `from evloop.spawn import spawn` or `evloop.spawn_worker`.
+"""spawn() and Worker: start a worker process on a socketpair and follow it until it is reaped. See the comment header above for the invariants."""
+
 from __future__ import annotations
 
+import ast
+import difflib
 import errno
+import importlib.machinery
+import importlib.util
 import json
 import logging
 import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import traceback
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from . import launch
+from . import codec, launch
 from .conn import Conn
-from .errors import LoopClosedError, ProtocolError, RemoteError, SpawnError, TruncatedFrameError
-from .launch import CHILD_FD
+from .control import (
+    CHILD_FD,
+    CONTROL_CHANNEL,
+    KIND_ERROR,
+    KIND_READY,
+    MAX_USER_CHANNEL,
+    decode_error,
+    encode_error,
+)
+from .errors import (
+    LoopClosedError,
+    ProtocolError,
+    RemoteError,
+    SpawnError,
+    TargetError,
+    TruncatedFrameError,
+)
+from .future import Future
 from .loop import EVENT_READ, Loop, TimerHandle
 from .pipe import Pipe
 
@@ -49,115 +79,218 @@ __all__ = [
     "spawn",
     "Worker",
     "target_name",
+    "check_target",
     "CHILD_FD",
     "CONTROL_CHANNEL",
     "MAX_USER_CHANNEL",
     "DEFAULT_PDEATHSIG",
+    "encode_error",
+    "decode_error",
 ]
 
 log = logging.getLogger("evloop")
 
-# The child's end of the socketpair, also announced as EVLOOP_FD.
-# Reserved for evloop's worker control messages; user channels are below it.
-CONTROL_CHANNEL = 0xFFFF
-MAX_USER_CHANNEL = CONTROL_CHANNEL - 1
 # SIGKILL cannot be caught or ignored, so an orphan cannot outlive its parent
 # by mistake; a worker that wants to clean up sees EOF on its Pipe first
 # whenever the parent exits normally.
 DEFAULT_PDEATHSIG = int(signal.SIGKILL)
 # Seconds between SIGTERM and SIGKILL for a child that corrupted its stream.
 ERROR_GRACE = 2.0
-
-# Control messages: the first payload byte on CONTROL_CHANNEL is the kind.
-# spawn handles CTL_ERROR; the others (evloop.pool's) go to Worker.on_control.
-CTL_ERROR = 0x45  # "E" child -> parent: JSON {"type", "message", "traceback"}
+# How long `with Worker` waits for the worker to exit after closing its Pipe.
+EXIT_WAIT = 5.0
 
 # After the child is reaped, give its Pipe this long between progress checks
 # to deliver what is still buffered before giving up on it.
 _EXIT_LINGER = 1.0
 
-_TARGET_RE = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-    r":[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_TARGET_RE = re.compile(rf"^{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*$")
+# A script named by its path: "/abs/or/rel/script.py:function".
+_PATH_TARGET_RE = re.compile(rf"^(?P<path>.+\.py):(?P<qual>{_IDENT}(?:\.{_IDENT})*)$")
+_TARGET_HELP = (
+    "expected 'package.module:function' (dotted Python identifiers, one colon)"
+    " or '/path/to/script.py:function'"
 )
-_pack_header = struct.Struct(">HI").pack
-
-
-# -- error reports ------------------------------------------------------------
-
-# Tracebacks beyond this are cut (from the front, keeping the innermost frames).
-_MAX_TRACEBACK = 256 * 1024
-
-
-def encode_error(exc: BaseException) -> bytes:
-    """`exc` as UTF-8 JSON {"type", "message", "traceback"}: the body of an
-    error report (CTL_ERROR) and of a failed pool reply."""
-    t = type(exc)
-    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    tb = "".join(traceback.format_exception(t, exc, exc.__traceback__))
-    if len(tb) > _MAX_TRACEBACK:
-        tb = "...\n" + tb[-_MAX_TRACEBACK:]
-    info = {"type": name, "message": str(exc), "traceback": tb}
-    return json.dumps(info).encode("utf-8", "replace")
-
-
-def decode_error(body: bytes | bytearray | memoryview) -> RemoteError:
-    """The RemoteError an encode_error() body describes."""
-    try:
-        info = json.loads(bytes(body).decode("utf-8", "replace"))
-        return RemoteError(
-            str(info.get("type", "?")), str(info.get("message", "")), str(info.get("traceback", ""))
-        )
-    except (ValueError, AttributeError):
-        return RemoteError("?", f"unreadable error report {bytes(body[:80])!r}", "")
 
 
 # -- targets ------------------------------------------------------------------
 
 
 def target_name(fn: Callable[..., Any] | str) -> str:
-    """The "package.module:function" name a fresh interpreter can import `fn`
-    by. Raises ValueError, saying why, for a malformed name, a lambda, a
-    nested function, a function defined in __main__, or an object that its
-    module does not expose under its own qualified name."""
+    """The name a fresh interpreter can import `fn` by: "package.module:
+    function", or "/path/script.py:function" for a function of the main
+    script (the worker imports the script under another module name, so its
+    `if __name__ == "__main__":` block does not run there). Raises
+    TargetError (a ValueError), saying why, for a malformed name, a lambda, a
+    nested function, a function of a __main__ that has no file (python -c, an
+    interactive session), or an object that its module does not expose
+    under its own qualified name."""
     if isinstance(fn, str):
-        if not _TARGET_RE.match(fn):
-            raise ValueError(
-                f"bad worker target {fn!r}: expected 'package.module:function'"
-                " (dotted Python identifiers, one colon)"
-            )
+        if not (_TARGET_RE.match(fn) or _PATH_TARGET_RE.match(fn)):
+            raise TargetError(f"bad worker target {fn!r}: {_TARGET_HELP}")
         return fn
     if not callable(fn):
         raise TypeError(f"worker target must be a function, a name or an argv list, not {fn!r}")
     mod = getattr(fn, "__module__", None)
     qual = getattr(fn, "__qualname__", None)
     if not isinstance(mod, str) or not isinstance(qual, str):
-        raise ValueError(f"{fn!r} has no __module__/__qualname__ to import it by in the worker")
+        raise TargetError(f"{fn!r} has no __module__/__qualname__ to import it by in the worker")
     if getattr(fn, "__name__", None) == "<lambda>":
-        raise ValueError(
+        raise TargetError(
             f"{mod}.{qual} is a lambda: the worker is a fresh interpreter that imports its"
             " function by name, and a lambda has none. Define it with def at module level."
         )
     if "<locals>" in qual:
-        raise ValueError(
+        raise TargetError(
             f"{mod}.{qual} is a nested function: it exists only while its enclosing"
             " function runs, so a fresh interpreter cannot import it. Move it to module level."
         )
-    if mod == "__main__":
-        raise ValueError(
-            f"{qual} is defined in __main__: in the worker's fresh interpreter __main__ is"
-            " evloop.worker, not your script. Move it into an importable module, or name it"
-            " as 'yourscript:function' with the script's directory on sys.path."
-        )
-    obj: Any = sys.modules.get(mod)
+    module: Any = sys.modules.get(mod)
+    obj = module
     for part in qual.split("."):
         obj = getattr(obj, part, None)
     if obj is not fn:
-        raise ValueError(
+        raise TargetError(
             f"{mod}:{qual} does not lead back to {fn!r} (a bound method, a decorated or"
             " rebound function?): pass a module-level function or its 'module:name' string"
         )
+    if mod == "__main__":
+        return _main_target(module, qual)
     return f"{mod}:{qual}"
+
+
+def _main_target(main: Any, qual: str) -> str:
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return f"{spec.name}:{qual}"  # python -m package.module: importable by name
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py") or not os.path.isfile(path):
+        raise TargetError(
+            f"{qual} is defined in __main__, which has no script file to import it from"
+            " (python -c, an interactive session): the worker is a fresh interpreter."
+            " Move the function into a module and name it 'module:function'."
+        )
+    return f"{os.path.abspath(path)}:{qual}"
+
+
+# (path, mtime) -> top-level names of the module, or None if they cannot be
+# known without running it.
+_NAMES_CACHE: dict[tuple[str, float], frozenset[str] | None] = {}
+
+
+def check_target(name: str) -> None:
+    """Check, without running anything, that the module of the target `name`
+    exists and (when its source shows every top-level name) defines the
+    function. Raises TargetError with a suggestion for a typo. A module
+    already imported in this process is asked directly. What the source
+    cannot show (names made by a star import or a module __getattr__) is
+    left to the worker, which reports an import failure as a RemoteError."""
+    mod, _, qual = name.rpartition(":")
+    top = qual.partition(".")[0]
+    m = _PATH_TARGET_RE.match(name)
+    if m is not None:
+        path = m.group("path")
+        if not os.path.isfile(path):
+            raise TargetError(f"worker target {name!r}: no such script {path}")
+        _check_names(name, path, top)
+        return
+    module = sys.modules.get(mod)
+    if module is not None:
+        if not hasattr(module, top):
+            raise TargetError(_missing(name, mod, top, dir(module)))
+        return
+    origin = _find_source(name, mod)
+    if origin is not None:
+        _check_names(name, origin, top)
+
+
+def _find_source(name: str, mod: str) -> str | None:
+    """The source file of module `mod`, found without importing it (or any
+    package above it that is not imported yet); None when that cannot be
+    told without running code. TargetError if it certainly does not exist."""
+    parts = mod.split(".")
+    spec: importlib.machinery.ModuleSpec | None = None
+    for i in range(len(parts)):
+        full = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(full)
+        if loaded is not None:
+            spec = getattr(loaded, "__spec__", None)
+            if spec is None:
+                return None
+            continue
+        if i == 0:
+            spec = importlib.util.find_spec(full)  # imports nothing for a top-level name
+        else:
+            assert spec is not None
+            locations = spec.submodule_search_locations
+            if locations is None:
+                raise TargetError(
+                    f"worker target {name!r}: {'.'.join(parts[:i])} is a module, not a package"
+                )
+            if spec.origin and _rewrites_path(spec.origin):
+                return None  # the package computes its __path__: only running it tells
+            spec = importlib.machinery.PathFinder.find_spec(full, list(locations))
+        if spec is None:
+            raise TargetError(f"worker target {name!r}: no module named {full!r}")
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return spec.origin
+
+
+def _rewrites_path(origin: str) -> bool:
+    try:
+        with open(origin, "rb") as f:
+            return b"__path__" in f.read()
+    except OSError:
+        return True
+
+
+def _check_names(name: str, path: str, top: str) -> None:
+    try:
+        key = (path, os.stat(path).st_mtime)
+    except OSError:
+        return
+    if key not in _NAMES_CACHE:
+        _NAMES_CACHE[key] = _top_level_names(path)
+    names = _NAMES_CACHE[key]
+    if names is not None and top not in names:
+        raise TargetError(_missing(name, path, top, names))
+
+
+def _missing(name: str, where: str, top: str, names: Any) -> str:
+    close = difflib.get_close_matches(top, [n for n in names if not n.startswith("__")], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"worker target {name!r}: {where} has no {top!r}{hint}"
+
+
+def _top_level_names(path: str) -> frozenset[str] | None:
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None  # a syntax error is reported by the worker, with its traceback
+    names: set[str] = set()
+    stack: list[ast.stmt] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.partition(".")[0])
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for attr in ("body", "orelse", "finalbody", "handlers"):
+                for sub in getattr(node, attr, []):
+                    stack.extend(sub.body if isinstance(sub, ast.ExceptHandler) else [sub])
+        else:
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    names.add(sub.id)
+    return frozenset(names)
 
 
 # -- the Worker ---------------------------------------------------------------
@@ -166,10 +299,14 @@ def target_name(fn: Callable[..., Any] | str) -> str:
 class Worker:
     """A child process and the Pipe to it, owned by a Loop. Made by spawn().
 
-    Attributes: `pid`; `pipe` (the parent's end; do not replace its on_frame,
-    set `on_frame` here); `returncode` (None while the child runs, then its
-    exit code, or -N if signal N killed it); `error` (a RemoteError if the
-    child reported an exception); `target` (the function name or argv).
+    Attributes: `pid`; `pipe` (the parent's end; set `on_frame` here, not on
+    the Pipe: a Pool stacks its request client on the Pipe's on_frame and
+    hands every other frame to the Worker); `returncode` (None while the
+    child runs, then its exit code, or -N if signal N killed it); `error` (a
+    RemoteError if the child reported an exception); `target` (the function
+    name or argv); `ready` (a Python worker's function returned, or an
+    executable was started); `writable` (False while the Pipe's write buffer
+    is above its high watermark).
 
     Callbacks (attributes, settable at any time):
       on_frame(worker, chan, payload)   a frame on a user channel
@@ -177,8 +314,14 @@ class Worker:
                                         ProtocolError from its stream
       on_exit(worker)                   once, after the child is reaped and
                                         every frame it sent was delivered
+      on_ready(worker)                  a Python worker's function returned
+      on_writable(worker)               `writable` changed
       on_control(worker, payload)       control frames spawn does not handle
-                                        itself (used by evloop.pool)
+                                        itself (kinds of other layers)
+
+    `with spawn(...) as worker:` closes the Pipe on exit and, when the loop
+    is not running, runs it until the worker has exited (EXIT_WAIT seconds,
+    then SIGKILL).
     """
 
     def __init__(
@@ -203,6 +346,12 @@ class Worker:
         self.on_exit = on_exit
         self.on_error = on_error
         self.on_control: Callable[[Worker, bytes], Any] | None = None
+        self.on_ready: Callable[[Worker], Any] | None = None
+        self.on_writable: Callable[[Worker], Any] | None = None
+        # An executable is up once it is started; a Python worker says so.
+        self.ready = isinstance(target, tuple)
+        self.answers_pings = False  # its ready message said it answers heartbeats
+        self.writable = True
         self.started = loop.time()
         self.exited_at: float | None = None
         self._popen = popen
@@ -213,7 +362,8 @@ class Worker:
         self._orphan_timer: TimerHandle | None = None  # see _on_pipe_close
         self._close_requested = False
         self._exit_reported = False
-        conn = Conn(loop, sock)
+        self._exited: Future[int] | None = None
+        conn = Conn(loop, sock, on_pause_writing=self._on_pause, on_resume_writing=self._on_resume)
         try:
             self.pipe = Pipe(
                 conn,
@@ -242,17 +392,39 @@ class Worker:
         """True once on_exit has fired (reaped and Pipe closed)."""
         return self._exit_reported
 
+    def exited(self) -> Future[int]:
+        """A Future of the exit status (returncode), completed right after
+        on_exit: `await worker.exited()` in a coroutine, or add a done
+        callback. The same Future on every call."""
+        if self._exited is None:
+            self._exited = Future(self.loop)
+            if self._exit_reported:
+                assert self.returncode is not None
+                self._exited.set_result(self.returncode)
+        return self._exited
+
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else f"exited {self.returncode}"
         return f"<Worker pid={self.pid} {state} target={self.target!r}>"
 
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._exit_reported:
+            return
+        self.close()
+        if not self.loop.running and not self.loop.closed:
+            if not self.loop.run_until(lambda: self._exit_reported, timeout=EXIT_WAIT):
+                self.abort()
+
     # -- frames ---------------------------------------------------------------
 
-    def write_frame(self, chan: int, data: Any) -> None:
+    def write_frame(self, chan: int, data: Any, *more: Any) -> None:
         """pipe.write_frame() restricted to user channels 0..65534."""
         if not 0 <= chan <= MAX_USER_CHANNEL:
             raise ValueError(f"channel {chan} is outside the user channels 0..{MAX_USER_CHANNEL}")
-        self.pipe.write_frame(chan, data)
+        self.pipe.write_frame(chan, data, *more)
 
     def send_fd(self, fd: int, chan: int = 0, data: bytes = b"\0") -> None:
         """Send a frame (chan, data) carrying a duplicate of `fd` as SCM_RIGHTS.
@@ -263,24 +435,32 @@ class Worker:
             raise ValueError(f"channel {chan} is outside the user channels 0..{MAX_USER_CHANNEL}")
         if not 0 < len(data) <= self.pipe.max_len:
             raise ValueError(f"payload must be 1..{self.pipe.max_len} bytes, got {len(data)}")
-        self.pipe.conn.write_fds(_pack_header(chan, len(data)) + bytes(data), [fd])
+        self.pipe.conn.write_fds(codec.encode_header(chan, len(data)) + bytes(data), [fd])
         self.pipe.frames_out += 1
         self.pipe.payload_out += len(data)
 
     def _on_frame(self, chan: int, payload: Any) -> None:
         if chan == CONTROL_CHANNEL:
-            self._on_control(bytes(payload))
+            self._on_control(payload)
         elif self.on_frame is not None:
             self.on_frame(self, chan, payload)
 
-    def _on_control(self, payload: bytes) -> None:
-        if payload[:1] == bytes((CTL_ERROR,)):
+    def _on_control(self, payload: Any) -> None:
+        kind = payload[0]
+        if kind == KIND_ERROR:
             exc = decode_error(payload[1:])
             if self.error is None:
                 self.error = exc
             self._notify_error(exc)
+        elif kind == KIND_READY:
+            if self.ready:
+                return
+            self.ready = True
+            self.answers_pings = len(payload) > 1 and bool(payload[1] & 0x01)
+            if self.on_ready is not None:
+                self.on_ready(self)
         elif self.on_control is not None:
-            self.on_control(self, payload)
+            self.on_control(self, bytes(payload))
         else:
             log.debug("evloop: worker %d: ignoring control message %r", self.pid, payload[:16])
 
@@ -300,6 +480,16 @@ class Worker:
             )  # fmt: skip
         else:
             log.error("evloop: worker %d (%s): %s", self.pid, self.target, exc)
+
+    def _on_pause(self) -> None:
+        self.writable = False
+        if self.on_writable is not None:
+            self.on_writable(self)
+
+    def _on_resume(self) -> None:
+        self.writable = True
+        if self.on_writable is not None:
+            self.on_writable(self)
 
     # -- signals --------------------------------------------------------------
 
@@ -375,12 +565,18 @@ class Worker:
             # Someone else reaped it (SIGCHLD set to SIG_IGN, or a stray
             # waitpid(-1)): the status is lost.
             log.warning("evloop: worker %d was reaped by someone else", self.pid)
-            self._exited(255)
-            return
-        if pid != 0:
-            self._exited(os.waitstatus_to_exitcode(status))
+            rc = 255
+        else:
+            if pid == 0:
+                return
+            rc = os.waitstatus_to_exitcode(status)
+        self._reaped(rc)
+        if not self.pipe.closed:
+            self._drain_after_exit()
 
-    def _exited(self, returncode: int) -> None:
+    def _reaped(self, returncode: int) -> None:
+        """The child is gone: record it and drop what watched it. Every timer
+        that targets the live child is cancelled here, in one place."""
         self.returncode = returncode
         self.exited_at = self.loop.time()
         if self._popen is not None:
@@ -392,7 +588,8 @@ class Worker:
         self._kill_timer = self._orphan_timer = None
         if self.pipe.closed:
             self._report_exit()
-            return
+
+    def _drain_after_exit(self) -> None:
         # The child is gone, but a grandchild may still hold its socket, so
         # EOF may never come by itself. Shutting down our read side makes the
         # Conn read what is already queued and then see EOF.
@@ -448,6 +645,9 @@ class Worker:
                 self.on_exit(self)
             except Exception as exc:
                 self.loop.call_exception_handler(exc, self.on_exit)
+        if self._exited is not None and not self._exited.done():
+            assert self.returncode is not None
+            self._exited.set_result(self.returncode)
 
     def abort(self) -> None:
         """SIGKILL the child, reap it (blocking, briefly), close the Pipe and
@@ -459,15 +659,10 @@ class Worker:
                 rc = os.waitstatus_to_exitcode(status)
             except ChildProcessError:
                 rc = -signal.SIGKILL
-            self.returncode = rc
-            self.exited_at = self.loop.time()
-            if self._popen is not None:
-                self._popen.returncode = rc
-        self._unwatch()
-        for t in (self._kill_timer, self._linger_timer):
-            if t is not None:
-                t.cancel()
-        self._kill_timer = self._linger_timer = None
+            self._reaped(rc)
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self.pipe.abort()
         self._report_exit()
 
@@ -513,6 +708,18 @@ def _on_sigchld(loop: Loop) -> None:
 # -- spawn ----------------------------------------------------------------------
 
 
+def _refuse_recursive_spawn() -> None:
+    runtime = sys.modules.get("evloop.worker")
+    if runtime is not None and runtime.importing_target():
+        raise SpawnError(
+            errno.EPERM,
+            "spawn() was called while this worker was still importing its target module:"
+            " the module starts workers at import time, so every worker would start"
+            " more workers. Put the code that starts workers (Pool, spawn) under"
+            ' `if __name__ == "__main__":` or inside a function.',
+        )
+
+
 def spawn(
     loop: Loop,
     target: Callable[..., Any] | str | Sequence[str],
@@ -528,15 +735,19 @@ def spawn(
     """Start a worker process and return its Worker (see docs/spawn.md).
 
     `target` is a module-level function (or its "package.module:function"
-    name), run in a fresh interpreter as func(loop, pipe, *args) with args
-    passed as JSON; or an argv list of an executable, which finds its end of
-    the socketpair on fd 3 (EVLOOP_FD=3). `env` replaces the environment
-    (default: the parent's), `cwd` is the child's working directory,
-    `pdeathsig` the signal it gets when the parent dies (0: none); the rest
-    goes to the Pipe (max_len, batch). Raises SpawnError if the program
-    cannot be started, ValueError for a target that cannot be named."""
+    name, or "/path/script.py:function"), run in a fresh interpreter as
+    func(loop, pipe, *args) (or func(ctx, *args) when its first parameter is
+    annotated WorkerContext) with args passed as JSON; or an argv list of an
+    executable, which finds its end of the socketpair on fd 3 (EVLOOP_FD=3).
+    `env` replaces the environment (default: the parent's), `cwd` is the
+    child's working directory, `pdeathsig` the signal it gets when the parent
+    dies (0: none); the rest goes to the Pipe (max_len, batch). Raises
+    TargetError (a ValueError) for a target that cannot be named or does not
+    exist, SpawnError if the program cannot be started or if this is a
+    worker still importing its own target."""
     if loop.closed:
         raise LoopClosedError("the loop is closed")
+    _refuse_recursive_spawn()
     child_env = dict(os.environ if env is None else env)
     child_env["EVLOOP_FD"] = str(CHILD_FD)
     label: str | tuple[str, ...]
@@ -550,6 +761,7 @@ def spawn(
         label = tuple(argv)
     else:
         name = target_name(cast("Callable[..., Any] | str", target))
+        check_target(name)
         try:
             args_json = json.dumps(list(args), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -598,3 +810,13 @@ def spawn(
         if popen is not None:
             popen.returncode = -signal.SIGKILL
         raise
+
+
+class _CallableModule(types.ModuleType):
+    """This module's type: calling `evloop.spawn(...)` calls spawn()."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Worker:
+        return spawn(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

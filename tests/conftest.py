@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
@@ -46,9 +46,23 @@ class LoopErrors(list):
 
 @pytest.fixture
 def loop() -> Iterator[evloop.Loop]:
+    yield from _checked_loop(evloop.Loop)
+
+
+@pytest.fixture
+def vloop() -> Iterator[evloop.Loop]:
+    """A `loop` on a VirtualClock that jumps to the next timer after 50 ms of
+    real idleness: timeouts, backoff and heartbeats are exact and take no
+    real time, while real worker processes still get real time to answer."""
+    from evloop.testing import VirtualClock
+
+    yield from _checked_loop(lambda: evloop.Loop(clock=VirtualClock(autojump_threshold=0.05)))
+
+
+def _checked_loop(make: Callable[[], evloop.Loop]) -> Iterator[evloop.Loop]:
     before = open_fds()
     errors = LoopErrors()
-    lp = evloop.Loop()
+    lp = make()
     lp.set_exception_handler(lambda exc, cb: errors.append((exc, cb)))
     lp.errors = errors  # type: ignore[attr-defined]
     yield lp

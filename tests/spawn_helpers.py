@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 # A `python -c` program's prelude: send(chan, data) writes one frame to fd 3.
 PY_PRELUDE = (
@@ -53,3 +56,19 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def wait_until(loop: Any, cond: Callable[[], Any], timeout: float = 20.0) -> bool:
+    """Run `loop` until cond() holds or `timeout` REAL seconds pass. For
+    loops on a VirtualClock, whose run_until(timeout=...) deadline is a
+    virtual timer the clock would jump to while a worker process is still
+    starting: here the deadline is the machine's, and the virtual clock
+    still jumps to the loop's own timers when nothing else happens."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        # Timers pending: the clock jumps to the next after its idle
+        # threshold. None: wait for fds a little, then look again.
+        loop.run_once(None if loop.next_timeout() is not None else 0.25)
+    return True

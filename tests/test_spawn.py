@@ -25,10 +25,12 @@ import pytest
 import evloop
 import evloop.launch as launch_mod  # noqa: E402
 from evloop import (
+    ConnClosedError,
     Loop,
     LoopClosedError,
     RemoteError,
     SpawnError,
+    TargetError,
     TruncatedFrameError,
     connect_tcp,
     listen_tcp,
@@ -38,7 +40,7 @@ from tests import workers
 from tests.conftest import drain
 from tests.spawn_helpers import fd_count, pid_alive, py_exec, zombie_children
 
-spawn_mod = importlib.import_module("evloop.spawn")  # `evloop.spawn` is the function
+spawn_mod = importlib.import_module("evloop.spawn")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLS = ["c", "python"]
@@ -177,18 +179,29 @@ def test_unnameable_functions_are_refused(loop: Loop) -> None:
     assert loop.statistics().fds == fds0  # nothing was started or registered
 
 
-def test_missing_module_is_a_remote_error(loop: Loop) -> None:
+def test_a_missing_target_is_refused_before_anything_starts(loop: Loop) -> None:
+    fds0 = loop.statistics().fds
+    with pytest.raises(TargetError, match="no module named 'tests.no_such_module'"):
+        spawn(loop, "tests.no_such_module:f")
+    with pytest.raises(TargetError, match="no 'no_such_function'"):
+        spawn(loop, "tests.workers:no_such_function")
+    with pytest.raises(TargetError, match="did you mean 'echo'"):
+        spawn(loop, "tests.workers:ehco")
+    with pytest.raises(TargetError, match="no module named 'no_such_top_level_module'"):
+        spawn(loop, "no_such_top_level_module:f")
+    assert issubclass(TargetError, ValueError)
+    assert loop.statistics().fds == fds0  # nothing was started
+
+
+def test_an_import_error_inside_the_target_module_is_a_remote_error(loop: Loop) -> None:
     rec = Recorder()
-    w = spawn(loop, "tests.no_such_module:f", **rec.kwargs())
+    w = spawn(loop, "tests.broken_worker_module:work", **rec.kwargs())
     finish(loop, w)
     assert w.returncode == 1
     assert isinstance(w.error, RemoteError)
     assert w.error.remote_type == "ModuleNotFoundError"
-    assert "tests.no_such_module" in w.error.remote_message
-    w2 = spawn(loop, "tests.workers:no_such_function", **rec.kwargs())
-    finish(loop, w2)
-    assert w2.returncode == 1 and w2.error is not None
-    assert w2.error.remote_type == "AttributeError"
+    assert "a_dependency_that_is_not_installed" in w.error.remote_message
+    assert not w.ready
 
 
 def test_exception_at_setup(loop: Loop, impl: str) -> None:
@@ -789,3 +802,150 @@ def test_a_worker_that_drops_its_channel_but_lives_on_is_stopped(loop: Loop) -> 
     finish(loop, w, timeout=15)  # ERROR_GRACE after the EOF, then SIGTERM
     assert w.returncode == -signal.SIGTERM
     assert zombie_children() == []
+
+
+# -- defect 2: a worker's last frames before it exits -------------------------------
+
+_FLOOD_THEN_EXIT = """
+frames = b"".join(struct.pack(">HI", 1, 32) + i.to_bytes(4, "big") * 8 for i in range(5000))
+while frames:
+    frames = frames[os.write(3, frames):]
+os._exit(0)
+"""
+
+
+def test_every_frame_written_before_exit_is_delivered_while_the_parent_writes(
+    loop: Loop,
+) -> None:
+    # The worker writes 5,000 frames and exits without reading; the parent
+    # keeps writing to it, so its sends fail (EPIPE) while the worker's
+    # frames still sit unread in the parent's socket. All must arrive, in
+    # order, before on_exit.
+    got: list[int] = []
+    at_exit: list[int] = []
+
+    def on_frame(w: Worker, chan: int, data: Any) -> None:
+        got.append(int.from_bytes(data[:4], "big"))
+        try:
+            w.write_frame(2, bytes(4096))
+        except ConnClosedError:
+            pass  # the worker is gone: writing to it is over
+
+    w = spawn(
+        loop,
+        py_exec(_FLOOD_THEN_EXIT),
+        on_frame=on_frame,
+        on_exit=lambda w: at_exit.append(len(got)),
+    )
+    for _ in range(64):
+        w.write_frame(2, bytes(65536))
+    assert loop.run_until(lambda: w.done, timeout=20)
+    assert at_exit == [5000], f"{len(got)} of 5000 frames delivered before on_exit"
+    assert got == list(range(5000))
+
+
+# -- the worker's context, exit future, context manager, the module ------------------
+
+
+def test_a_target_can_ask_for_a_worker_context(loop: Loop) -> None:
+    rec = Recorder()
+    w = spawn(loop, "tests.workers:ctx_hello", "hi", **rec.kwargs())
+    assert loop.run_until(lambda: rec.frames, timeout=20)
+    info = json.loads(rec.frames[0][1])
+    assert info == {
+        "greeting": "hi",
+        "target": "tests.workers:ctx_hello",
+        "args": ["hi"],
+        "endpoints": ["parent"],
+    }
+    assert loop.run_until(lambda: w.ready, timeout=10)
+    w.close()
+    finish(loop, w)
+
+
+def test_exited_is_a_future_of_the_exit_status(loop: Loop) -> None:
+    w = spawn(loop, workers.idle)
+    fut = w.exited()
+    assert fut is w.exited() and not fut.done()
+    seen: list[int] = []
+    fut.add_done_callback(lambda f: seen.append(f.result()))
+    w.close()
+    assert loop.run_until(fut.done, timeout=20)
+    assert fut.result() == 0 and seen == [0] and w.done
+    assert w.exited().result() == 0
+    assert isinstance(fut, evloop.Future)
+
+
+def test_worker_is_a_context_manager(loop: Loop) -> None:
+    got: list[bytes] = []
+    with spawn(loop, workers.echo, on_frame=lambda w, c, p: got.append(bytes(p))) as w:
+        w.write_frame(1, b"ping")
+        assert loop.run_until(lambda: got, timeout=20)
+    assert w.done and w.returncode == 0 and got == [b"ping"]
+
+
+def test_import_evloop_spawn_gives_the_module_and_calling_it_still_works(loop: Loop) -> None:
+    import types
+
+    import evloop.spawn as module
+
+    assert isinstance(module, types.ModuleType) and module.__name__ == "evloop.spawn"
+    assert evloop.spawn is module and evloop.spawn_worker is module.spawn
+    w = evloop.spawn(loop, ["true"])  # the module is callable, for older code
+    assert isinstance(w, Worker)
+    assert loop.run_until(lambda: w.done, timeout=20)
+
+
+def test_spawn_refuses_to_run_in_a_worker_importing_its_target(loop: Loop) -> None:
+    rec = Recorder()
+    w = spawn(loop, "tests.recursive_worker:work", **rec.kwargs())
+    finish(loop, w)
+    assert w.returncode == 1 and rec.frames == []
+    assert w.error is not None and w.error.remote_type == "evloop.errors.SpawnError"
+    assert "__main__" in w.error.remote_message
+
+
+_MAIN_SCRIPT = """
+import sys
+from evloop import Loop
+from evloop.spawn import spawn
+
+def work(loop, pipe, word):
+    pipe.write_frame(1, (__name__ + " " + word).encode())
+
+if __name__ == "__main__":
+    loop = Loop()
+    got = []
+    w = spawn(loop, work, "hi", on_frame=lambda w, c, p: got.append(bytes(p)))
+    assert loop.run_until(lambda: got, timeout=20), "no frame"
+    print(w.target, got[0].decode())
+    w.close()
+    assert loop.run_until(lambda: w.done, timeout=20)
+    loop.close()
+"""
+
+
+def test_functions_of_the_main_script_are_targets(tmp_path: Any) -> None:
+    script = tmp_path / "main_script.py"
+    script.write_text(_MAIN_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=50, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    target, name, word = out.stdout.split()
+    # The worker imported the script by path, under a name other than
+    # __main__, so its __main__ block did not run there.
+    assert target == f"{script}:work" and name == "__evloop_main__" and word == "hi"
+
+
+def test_a_main_without_a_file_is_refused_with_how_to_fix_it() -> None:
+    code = (
+        "from evloop.spawn import target_name\n"
+        "def f(loop, pipe): pass\n"
+        "try:\n"
+        "    target_name(f)\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert "has no script file" in out.stdout and "module:function" in out.stdout

@@ -16,6 +16,7 @@ from evloop.conn import Conn
 from evloop.loop import Loop
 from evloop.pipe import Pipe
 from evloop.pool import Reply, serve
+from evloop.worker import WorkerContext
 
 
 def echo(loop: Loop, pipe: Pipe, prefix: str = "") -> None:
@@ -123,6 +124,9 @@ def pool_worker(loop: Loop, pipe: Pipe) -> None:
             # Half a reply frame leaves with the next flush, then SIGKILL.
             pipe.conn.write(struct.pack(">HI", 0xFFFF, 1000) + b"R" + bytes(20))
             loop.call_soon(os.kill, os.getpid(), signal.SIGKILL)
+        elif cmd == b"stall":
+            pipe.pause_reading()  # reads nothing more: the parent's writes pile up
+            reply(b"stalled")
         elif cmd == b"note":
             pipe.write_frame(2, arg or b"-")  # a message: no reply
         else:
@@ -138,3 +142,25 @@ def pool_sync(loop: Loop, pipe: Pipe, tag: str) -> None:
 
 def crash_at_start(loop: Loop, pipe: Pipe) -> None:
     raise RuntimeError("this worker never starts")
+
+
+def pool_json(loop: Loop, pipe: Pipe) -> None:
+    """serve() with the JSON codec: the reply wraps the request."""
+    serve(loop, pipe, lambda value: {"echo": value}, codec="json")
+
+
+def pool_pickle(loop: Loop, pipe: Pipe) -> None:
+    """serve() with the pickle codec: the reply is (type name, value)."""
+    serve(loop, pipe, lambda value: (type(value).__name__, value), codec="pickle")
+
+
+def ctx_hello(ctx: WorkerContext, greeting: str) -> None:
+    """A new-style target: it is given a WorkerContext."""
+    info = {"greeting": greeting, "target": ctx.target, "args": ctx.args}
+    info["endpoints"] = sorted(ctx.endpoints)
+    ctx.pipe.write_frame(1, json.dumps(info).encode())
+
+
+def ctx_pool(ctx: WorkerContext) -> None:
+    """serve(ctx, handler): the new-style call."""
+    serve(ctx, lambda data: b"ctx:" + data)

@@ -31,7 +31,7 @@ import socket
 import time
 from typing import Any
 
-from evloop import Conn, Loop, Pipe, Pool, Request, serve, spawn
+from evloop import Conn, Loop, Pipe, Pool, Request, serve, spawn_worker
 
 from . import cpeer
 from .common import (
@@ -278,7 +278,9 @@ def rtt(count: int, busy_poll: float | None = None, child: str = "spawn", **opts
 
     with _loop(busy_poll=busy_poll, **opts) as loop:
         if busy_poll is None and child == "spawn":
-            worker = spawn(loop, f"{MODULE}:echo_worker", on_frame=lambda _w, c, d: on_frame(c, d))
+            worker = spawn_worker(
+                loop, f"{MODULE}:echo_worker", on_frame=lambda _w, c, d: on_frame(c, d)
+            )
             write_frame = worker.write_frame
             send()
             _run(loop, lambda: bool(state["end"] or errors), 120, "rtt")

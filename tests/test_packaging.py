@@ -183,7 +183,7 @@ with evloop.Loop() as loop:
     assert loop.run_until(lambda: bool(got), timeout=10), "no frame arrived"
     assert got == [(7, b"round trip")], got
     echoed: list[bytes] = []
-    cat = evloop.spawn(loop, ["sh", "-c", "exec cat <&3 >&3"],
+    cat = evloop.spawn_worker(loop, ["sh", "-c", "exec cat <&3 >&3"],
                        on_frame=lambda w, chan, data: echoed.append(bytes(data)))
     cat.write_frame(3, b"through a worker")
     assert loop.run_until(lambda: bool(echoed), timeout=20), "the worker did not echo"

@@ -25,9 +25,12 @@ __all__ = ["Future"]
 
 T = TypeVar("T")
 
-_PENDING = 0
-_DONE = 1
-_CANCELLED = 2
+# The values of Future._state. A subclass on a hot path (rpc.Request) may
+# complete itself inline, as _finish() would: set _result or _exc, then
+# _state, then run and clear _callbacks, in that order.
+PENDING = 0
+DONE = 1
+CANCELLED = 2
 
 
 class Future(Generic[T]):
@@ -41,55 +44,55 @@ class Future(Generic[T]):
 
     def __init__(self, loop: Loop):
         self.loop = loop
-        self._state = _PENDING
+        self._state = PENDING
         self._result: T | None = None
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], Any]] | None = None
 
     def done(self) -> bool:
-        return self._state != _PENDING
+        return self._state != PENDING
 
     def cancelled(self) -> bool:
-        return self._state == _CANCELLED
+        return self._state == CANCELLED
 
     def result(self) -> T:
-        if self._state == _PENDING:
+        if self._state == PENDING:
             raise InvalidStateError(f"{self!r} is still pending")
         if self._exc is not None:
             raise self._exc
         return self._result  # type: ignore[return-value]
 
     def exception(self) -> BaseException | None:
-        if self._state == _PENDING:
+        if self._state == PENDING:
             raise InvalidStateError(f"{self!r} is still pending")
         return self._exc
 
     def set_result(self, value: T) -> None:
-        if self._state != _PENDING:
+        if self._state != PENDING:
             raise InvalidStateError(f"{self!r} is already done")
         self._result = value
-        self._finish(_DONE)
+        self._finish(DONE)
 
     def set_exception(self, exc: BaseException) -> None:
-        if self._state != _PENDING:
+        if self._state != PENDING:
             raise InvalidStateError(f"{self!r} is already done")
         if isinstance(exc, type):
             exc = exc()
         self._exc = exc
-        self._finish(_DONE)
+        self._finish(DONE)
 
     def cancel(self, msg: str | None = None) -> bool:
         """Complete with CancelledError unless already done; returns whether
         it did."""
-        if self._state != _PENDING:
+        if self._state != PENDING:
             return False
         self._exc = CancelledError(msg or f"{type(self).__name__} was cancelled")
-        self._finish(_CANCELLED)
+        self._finish(CANCELLED)
         return True
 
     def add_done_callback(self, fn: Callable[[Future[T]], Any]) -> None:
         """fn(future) when it completes; at once if it already has."""
-        if self._state != _PENDING:
+        if self._state != PENDING:
             self._run_callback(fn)
         elif self._callbacks is None:
             self._callbacks = [fn]
@@ -120,14 +123,14 @@ class Future(Generic[T]):
             self.loop.call_exception_handler(exc, fn)
 
     def __await__(self) -> Generator[Any, None, T]:
-        if self._state == _PENDING:
+        if self._state == PENDING:
             yield self  # the task runner resumes us when we are done
         return self.result()
 
     def _state_name(self) -> str:
-        if self._state == _PENDING:
+        if self._state == PENDING:
             return "pending"
-        if self._state == _CANCELLED:
+        if self._state == CANCELLED:
             return "cancelled"
         if self._exc is not None:
             return f"failed {type(self._exc).__name__}"

@@ -58,9 +58,9 @@ from .control import (
 from .endpoint import Buffer, FrameEndpoint
 from .errors import ConnClosedError, PayloadError, RequestCancelled
 
-# seam: Request completes itself inline on the hot path, so it sets
-# future.py's state fields directly (the values of _PENDING and _DONE).
-from .future import _DONE, _PENDING, Future
+# Request completes itself inline on the hot path, as future.py allows its
+# subclasses to (see PENDING there).
+from .future import DONE, PENDING, Future
 from .loop import Loop, TimerHandle
 
 __all__ = [
@@ -169,7 +169,7 @@ class Request(Future[Any]):
     def __init__(self, loop: Loop, rid: int, owner: _Owner | None = None):
         # Future.__init__, inlined: one request, one call less.
         self.loop = loop
-        self._state = _PENDING
+        self._state = PENDING
         self._result = None
         self._exc = None
         self._callbacks = None
@@ -188,7 +188,7 @@ class Request(Future[Any]):
     def cancel(self, msg: str | None = None) -> bool:
         """Complete the request with RequestCancelled unless it is done;
         returns whether it was cancelled."""
-        if self._state != _PENDING:
+        if self._state != PENDING:
             return False
         if self._client is not None:
             self._client._discard(self)
@@ -200,10 +200,10 @@ class Request(Future[Any]):
     # The completions are inlined versions of Future.set_result/_exception
     # plus the owner's bookkeeping: the reply path is the Pool's hot path.
     def _resolve(self, value: Any) -> None:
-        if self._state != _PENDING:
+        if self._state != PENDING:
             return
         self._result = value
-        self._state = _DONE
+        self._state = DONE
         self._payload = None
         self._client = None
         t = self._timer
@@ -223,10 +223,10 @@ class Request(Future[Any]):
                     self.loop.call_exception_handler(exc, fn)
 
     def _fail(self, exc: BaseException) -> None:
-        if self._state != _PENDING:
+        if self._state != PENDING:
             return
         self._exc = exc
-        self._state = _DONE
+        self._state = DONE
         self._payload = None
         self._client = None
         t = self._timer
@@ -340,7 +340,7 @@ class Client:
         from .errors import RequestTimeout
 
         req._timer = None
-        if req._state == _PENDING:
+        if req._state == PENDING:
             self._discard(req)
             req._fail(RequestTimeout(f"request {req.id} got no reply within {timeout} s"))
 

@@ -949,3 +949,18 @@ def test_a_main_without_a_file_is_refused_with_how_to_fix_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert "has no script file" in out.stdout and "module:function" in out.stdout
+
+
+def test_flush_sends_a_workers_progress_from_inside_a_long_callback(loop: Loop) -> None:
+    got: list[bytes] = []
+    worker = spawn(
+        loop, "tests.workers:flush_progress", on_frame=lambda w, c, d: got.append(bytes(d))
+    )
+    try:
+        worker.write_frame(0, b"go")
+        assert loop.run_until(lambda: got == [b"progress"], timeout=20), got
+        os.kill(worker.pid, signal.SIGUSR1)  # the callback may return now
+        assert loop.run_until(lambda: got == [b"progress", b"done"], timeout=20), got
+    finally:
+        worker.close()
+        loop.run_until(lambda: worker.done, timeout=10)

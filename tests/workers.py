@@ -164,3 +164,18 @@ def ctx_hello(ctx: WorkerContext, greeting: str) -> None:
 def ctx_pool(ctx: WorkerContext) -> None:
     """serve(ctx, handler): the new-style call."""
     serve(ctx, lambda data: b"ctx:" + data)
+
+
+def flush_progress(loop: Loop, pipe: Pipe) -> None:
+    """On any frame: write "progress", flush, then stay inside the callback
+    until SIGUSR1 arrives; only then write "done". The parent can only see
+    "progress" before it signals if flush() sent it from inside the callback."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+    def on_frame(chan: int, data: bytes | bytearray) -> None:
+        pipe.write_frame(1, b"progress")
+        pipe.flush()
+        signal.sigwait({signal.SIGUSR1})
+        pipe.write_frame(1, b"done")
+
+    pipe.on_frame = on_frame

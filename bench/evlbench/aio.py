@@ -19,8 +19,9 @@
 #                   does, so the tables show what is the loop and what is
 #                   the batching.
 #
-# Every frame a peer writes is pre-encoded (header and payload built once),
-# which flatters the peers: evloop's write_frame() packs a header per call.
+# Every frame a peer writes is encoded when it is written (a header packed
+# with struct, then the payload), as evloop's write_frame() does and as a
+# real sender of varying frames must; only the payload bytes are made once.
 #
 # throughput: both ends run the same system (the child is a fresh
 #   interpreter, common.spawn_child). recv, many: a C writer (cpeer) feeds
@@ -239,13 +240,14 @@ async def _receive_streams(sock: socket.socket, size: int) -> tuple[int, int, fl
 async def _send_streams(sock: socket.socket, size: int, duration: float) -> None:
     _, writer = await asyncio.open_unix_connection(sock=sock)
     try:
-        data = frame(size)
+        data = payload(size)
+        pack = HEADER.pack
         batch = range(clock_batch(size))
         write, drain = writer.write, writer.drain
         deadline = time.perf_counter() + duration
         while time.perf_counter() < deadline:
             for _ in batch:
-                write(data)
+                write(pack(CHANNEL, size) + data)
                 await drain()
     finally:
         writer.close()
@@ -261,7 +263,8 @@ class _Sender(asyncio.Protocol):
 
     def __init__(self, done: asyncio.Future[int], size: int, duration: float) -> None:
         self.done = done
-        self.data = frame(size)
+        self.data = payload(size)
+        self.size = size
         self.batch = range(clock_batch(size))
         self.duration = duration
         self.paused = False
@@ -283,9 +286,10 @@ class _Sender(asyncio.Protocol):
 
     def pump(self) -> None:
         write, data, n = self.transport.write, self.data, len(self.batch)
+        pack, size = HEADER.pack, self.size
         while time.perf_counter() < self.deadline:
             for i in self.batch:
-                write(data)
+                write(pack(CHANNEL, size) + data)
                 if self.paused:
                     self.sent += i + 1
                     return
@@ -325,7 +329,9 @@ class _BatchedSender(_Sender):
         super().connection_made(transport)
 
     def send_frame(self, data: bytes) -> None:
-        self.out += data
+        out = self.out
+        out += HEADER.pack(CHANNEL, len(data))
+        out += data
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)

@@ -31,6 +31,7 @@ from .common import (
     check_header,
     clock_batch,
     frame,
+    payload,
     request_filler,
     rtt_warmup,
 )
@@ -180,14 +181,15 @@ def child(role: str, fd: int, **params: Any) -> None:
 
 
 def _send(conn: Connection, size: int, duration: float) -> int:
-    data = frame(size)
+    data = payload(size)
+    pack = HEADER.pack
     batch = range(clock_batch(size))
     send = conn.send_bytes
     sent = 0
     deadline = time.perf_counter() + duration
     while time.perf_counter() < deadline:
         for _ in batch:
-            send(data)
+            send(pack(CHANNEL, size) + data)
         sent += len(batch)
     return sent
 

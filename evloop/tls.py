@@ -39,7 +39,7 @@ import functools
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .conn import Buffer, Conn, as_buffer
 from .errors import BufferFullError, ConnClosedError, TLSError
@@ -195,7 +195,8 @@ class TLSConn(Conn):
         read = self._ssl.read
         while n < want:
             try:
-                k = read(want - n, view[n:]) if n else read(want, view)
+                # With a buffer, read() returns a count (typeshed says bytes).
+                k = cast(int, read(want - n, view[n:]) if n else read(want, view))
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

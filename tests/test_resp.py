@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from tests.daemon_helpers import connect, daemon, need, recv_until  # isort: skip
 from resp_server import Store  # examples/, put on sys.path by daemon_helpers  # isort: skip
 from hypothesis import given
@@ -60,7 +61,7 @@ def parse_pieces(loop: evloop.Loop, pieces: list[bytes], **kw: int) -> list[list
     for p in pieces:
         a.write(p)
         total += len(p)
-        assert loop.run_until(lambda: b.bytes_in >= total or errors, timeout=5)
+        assert loop.run_until(lambda t=total: b.bytes_in >= t or errors, timeout=5)
     a.close()
     loop.run_until(lambda: b.closed, timeout=5)
     if errors:
@@ -86,7 +87,7 @@ def test_parse_split_at_every_byte(loop):
 def test_parse_cut_anywhere(cuts):
     with evloop.Loop() as loop:
         points = sorted(set(cuts))
-        pieces = [SAMPLE[i:j] for i, j in zip([0, *points], [*points, len(SAMPLE)])]
+        pieces = [SAMPLE[i:j] for i, j in zip([0, *points], [*points, len(SAMPLE)], strict=True)]
         assert parse_pieces(loop, pieces) == EXPECTED
 
 

@@ -809,6 +809,10 @@ class Responder:
         conn = self.conn
         if conn.closing:
             return
+        if conn.write_failed:
+            # The client is gone (a send failed): nothing more can reach it.
+            self.close(StreamAborted("the client went away (a send failed)"))
+            return
         conn.write(data)
 
     def _end(self, out: _Out) -> None:

@@ -49,11 +49,11 @@ def start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc
-        except OSError:
+        except OSError as exc:
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"{argv[0]} exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-                )
+                ) from exc
             time.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"{argv} did not listen on {port}")

@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 CSRC    := $(wildcard csrc/*.c csrc/*.h csrc/*.py)
 PYTEST  := $(VPY) -m pytest
 
+
+.PHONY: test-tools bench-daemons
 .PHONY: all build test test-c test-pure bench bench-quick microbench lint sanitize dist clean
 
 all: build
@@ -25,14 +27,30 @@ $(STAMP): $(VPY) pyproject.toml setup.py $(CSRC)
 
 build: $(STAMP)
 
+# The real clients the daemon tests drive (redis-cli, redis-benchmark,
+# redis-server, wrk, curl, openssl). Installed with apt-get when they are
+# missing and we are root; otherwise nothing happens here and those tests
+# skip, saying which program is missing.
+TEST_TOOLS := redis-cli redis-benchmark redis-server wrk curl openssl
+test-tools:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the daemon tests' clients (missing:$$missing)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      redis-tools redis-server wrk curl openssl >/dev/null) \
+	      || echo "warning: apt-get failed; the tests needing$$missing will skip"; \
+	  else echo "note:$$missing not installed (not root or no apt-get): those tests will skip"; fi; \
+	fi
+
 # The whole suite with the C extensions (a failed C import is fatal), then
 # the suites that depend on them again on the pure-Python twins (codec, and
 # the Popen-based spawn fallback).
-test: build
+test: build test-tools
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
 	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py tests/test_implementation.py
 
-test-c: build
+test-c: build test-tools
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
 
 test-pure: build
@@ -51,6 +69,11 @@ bench: $(VENV)/.bench-installed
 
 bench-quick: $(VENV)/.bench-installed
 	$(BENCH) --quick $(BENCH_ARGS)
+
+# The daemons of issue 12 under redis-benchmark and wrk, against Debian's
+# redis-server and uvloop (+ httptools) peers (bench/daemons/run.py).
+bench-daemons: $(VENV)/.bench-installed test-tools
+	$(VPY) bench/daemons/run.py $(BENCH_ARGS)
 
 microbench: $(VENV)/.bench-installed
 	$(PYTEST) bench/micro --benchmark-only -p no:cacheprovider

@@ -250,6 +250,13 @@ class Conn:
         "__weakref__",
     )  # fmt: skip
 
+    # seam: needed by evloop/tls.py. A subclass that transforms the bytes it
+    # reads (TLS decrypts) replaces `self._recv_into` after __init__ with a
+    # function of the same contract (fill the view, return n > 0; 0 at EOF;
+    # raise BlockingIOError when nothing is ready, OSError on failure) and
+    # sets this False, so read_into() does not scatter-read around it.
+    _scatter_read = True
+
     def __init__(
         self,
         loop: Loop,
@@ -765,7 +772,11 @@ class Conn:
         # the read buffer, so one syscall finishes a large payload and reads
         # the next headers too (unless read-side back-pressure says stop).
         ahead = None
-        if self._rend - self._rstart < self.read_limit and not self._receive_fds:
+        if (
+            self._rend - self._rstart < self.read_limit
+            and not self._receive_fds
+            and self._scatter_read  # seam: needed by evloop/tls.py
+        ):
             ahead = self._prepare_read()[self._rend :]
         try:
             if ahead is not None:

@@ -200,3 +200,51 @@ class PayloadError(WorkerError, ValueError):
     """A request or reply payload could not be decoded by the codec the Pool
     or serve() was given (`codec="json"`, ...): the request fails with it,
     the codec's own exception as the `__cause__`."""
+
+
+class RespProtocolError(EvloopError, ValueError):
+    """A client sent bytes that are not a RESP request evloop accepts: a
+    malformed count or bulk header, a bulk longer than `max_bulk_len`, an
+    array longer than `max_multibulk_len`, an inline line longer than
+    `max_inline_len`, unbalanced quotes. Raised by `RespParser.parse()`; the
+    message is Redis' wording, which RespConnection sends as "-ERR Protocol
+    error: <message>" before it closes that connection (others are
+    untouched)."""
+
+
+class HttpError(EvloopError, ValueError):
+    """A client sent an HTTP request evloop refuses. `status` is the answer
+    it gets (400 malformed, 413 body too large, 431 header too large, 501
+    unsupported transfer coding, 505 unsupported version) and the message
+    says what was wrong. Raised by `HttpRequestParser.feed()`; the
+    connection is answered with that status and closed, since the stream can
+    no longer be trusted to be in step. Other connections are untouched."""
+
+    def __init__(self, status: int, msg: str):
+        super().__init__(msg)
+        self.status = status
+
+
+class StreamAborted(EvloopError, ConnectionError):
+    """An HTTP request or response stream ended before it was complete
+    because its connection died (the client reset, went away mid-body, or
+    timed out) or an earlier stage failed. Passed to the handler's abort
+    callback and raised by writes on a response that can no longer reach the
+    client; `reason` holds the connection's error, if there was one."""
+
+    def __init__(self, msg: str, reason: BaseException | None = None):
+        super().__init__(msg)
+        self.reason = reason
+
+
+class TLSError(EvloopError, ConnectionError):
+    """A TLS connection failed: the handshake was refused (bad certificate,
+    no shared protocol or cipher, a client speaking plain text), it did not
+    finish within `handshake_timeout`, or a record failed to decrypt. It is
+    the error a TLS Conn closes with (passed to `on_close`), on that
+    connection only; the ssl.SSLError is its `__cause__`, and `reason` holds
+    OpenSSL's short reason code when there is one (e.g. "WRONG_VERSION_NUMBER")."""
+
+    def __init__(self, msg: str, reason: str | None = None):
+        super().__init__(msg)
+        self.reason = reason

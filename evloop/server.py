@@ -292,6 +292,7 @@ def _connect(
     callback: Callable[[Conn | None, BaseException | None], Any],
     timeout: float | None,
     conn_kwargs: dict[str, Any],
+    conn_factory: Callable[..., Conn] = Conn,
 ) -> None:
     sock.setblocking(False)
     fd = sock.fileno()
@@ -337,7 +338,7 @@ def _connect(
             finish(None, error)
             return
         try:
-            conn = Conn(loop, sock, **conn_kwargs)
+            conn = conn_factory(loop, sock, **conn_kwargs)
         except BaseException as exc:
             sock.close()
             finish(None, exc)
@@ -379,11 +380,14 @@ def connect_tcp(
     *,
     timeout: float | None = 10.0,
     nodelay: bool = True,
+    conn_factory: Callable[..., Conn] = Conn,
     **conn_kwargs: Any,
 ) -> None:
     """Connect without blocking; callback(conn, None) on success or
-    callback(None, ConnectError) on failure or timeout. Name resolution uses
-    getaddrinfo() and may block: pass a numeric address on hot paths."""
+    callback(None, ConnectError) on failure or timeout. The Conn is
+    conn_factory(loop, sock, **conn_kwargs) (Conn by default; a TLS client
+    factory from evloop.tls, say). Name resolution uses getaddrinfo() and
+    may block: pass a numeric address on hot paths."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -395,7 +399,7 @@ def connect_tcp(
     sock = socket.socket(family, type_ | socket.SOCK_CLOEXEC, proto)
     if nodelay:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    _connect(loop, sock, addr, callback, timeout, conn_kwargs)
+    _connect(loop, sock, addr, callback, timeout, conn_kwargs, conn_factory)
 
 
 def connect_unix(

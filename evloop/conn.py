@@ -5,18 +5,18 @@
 #
 # Read side. Bytes are received with recv_into into a bytearray; `read()`
 # shows the unconsumed bytes as a memoryview (no copy) and `consume(n)` drops
-# them. An idle Conn holds no read buffer at all: the first read borrows a
-# small one from a process-wide pool and gives it back once everything was
-# consumed; a read that fills its buffer makes the next one larger, up to
-# `read_size`, and a large buffer is dropped again once a drained read shows
-# the flow has slowed (reads a quarter of it or less). A buffer is never
-# resized in place (a view may be alive); it is compacted by memmove or
-# replaced. While `read_limit` bytes or more are unconsumed the Conn stops
-# reading, so a fast producer cannot grow a slow consumer's memory; a
-# consumer that wants to hold input back calls pause_reading(). One that
-# lets the buffer reach read_limit without consuming anything is stalled
-# (a parser waiting for a message larger than the limit): on_read_limit(conn)
-# is called if set, else the Conn fails with ReadLimitError. `read_into(view,
+# them. An idle Conn holds no read buffer at all: a read borrows a buffer of
+# `read_size` bytes from a process-wide pool and gives it back once the
+# consumer has taken everything (see the pool below), receiving at most
+# `read_chunk` bytes per read, which a consumer may tune (the Pipe aims at
+# a read of about two quanta of frames). A buffer is never resized in place
+# (a view may be alive); it is compacted by memmove or replaced. While
+# `read_limit` bytes or more are unconsumed the Conn stops reading, so a
+# fast producer cannot grow a slow consumer's memory; a consumer that wants
+# to hold input back calls pause_reading(). One that lets the buffer reach
+# read_limit without consuming anything is stalled (a parser waiting for a
+# message larger than the limit): on_read_limit(conn) is called if set, else
+# the Conn fails with ReadLimitError. `read_into(view,
 # cb)` lets a consumer (the Pipe, for large frames) have the kernel copy
 # straight into a buffer of its own.
 #
@@ -104,6 +104,9 @@ _ANC_BUFSIZE = socket.CMSG_SPACE(_MAX_FDS_PER_MSG * array.array("i").itemsize)
 # least _MIN_ROOM bytes of free room, else the buffer is compacted or grown.
 _POOL_MAX = 8
 _CARRY_MAX = 4096
+# Bytes per read unless the consumer says otherwise (Conn.read_chunk).
+_DEFAULT_CHUNK = 64 * 1024
+_MIN_CHUNK = 4096
 _MIN_ROOM = 4096
 _pools: dict[int, list[tuple[bytearray, memoryview]]] = {}
 _EMPTY = bytearray()
@@ -238,7 +241,7 @@ class Conn:
         "loop", "_sock", "_fd", "_recv_into", "_receive_fds",
         "on_data", "on_close", "on_eof", "on_pause_writing", "on_resume_writing",
         "on_read_limit", "on_stop_reading", "on_resume_reading",
-        "read_size", "read_limit", "high_water", "low_water", "write_cap",
+        "read_size", "_chunk", "read_limit", "high_water", "low_water", "write_cap",
         "_pool", "_rbuf", "_rview", "_rstart", "_rend", "_reading", "_held", "_eof", "_error",
         "_read_target", "_read_target_fill", "_read_target_cb",
         "_scan_delim", "_scanned",
@@ -268,7 +271,7 @@ class Conn:
         on_pause_writing: Callable[[], Any] | None = None,
         on_resume_writing: Callable[[], Any] | None = None,
         on_read_limit: Callable[[Conn], Any] | None = None,
-        read_size: int = 64 * 1024,
+        read_size: int = 256 * 1024,
         read_limit: int = 1024 * 1024,
         high_water: int = 1024 * 1024,
         low_water: int | None = None,
@@ -318,6 +321,7 @@ class Conn:
         self.on_stop_reading: Callable[[], Any] | None = None
         self.on_resume_reading: Callable[[], Any] | None = None
         self.read_size = read_size
+        self._chunk = min(read_size, _DEFAULT_CHUNK)
         self.read_limit = read_limit
         self.high_water = high_water
         self.low_water = low_water
@@ -632,6 +636,17 @@ class Conn:
             return True
         return self._reading and not self._held and (self._rend - self._rstart) < self.read_limit
 
+    @property
+    def read_chunk(self) -> int:
+        """The most bytes one read takes from the kernel (default 64 KiB,
+        at most read_size). A consumer tunes it to what it can deliver while
+        the bytes are still in the cache; see the module header."""
+        return self._chunk
+
+    @read_chunk.setter
+    def read_chunk(self, n: int) -> None:
+        self._chunk = max(_MIN_CHUNK, min(int(n), self.read_size))
+
     def hold_reading(self, hold: bool) -> None:
         """For a consumer that already holds a backlog of its own (a Pipe with
         a batch of frames not delivered yet): stop (True) or restart (False)
@@ -704,7 +719,7 @@ class Conn:
             view = self._prepare_read()
         rend = self._rend
         try:
-            n = self._recv_into(view[rend:])
+            n = self._recv_into(view[rend : rend + self._chunk])
         except (BlockingIOError, InterruptedError):
             return self._settle()
         except FdPassingError as exc:

@@ -461,6 +461,15 @@ class Pipe:
         q = loop.quantum
         if q > loop.budget:
             q = loop.budget
+        k = len(self._chans)
+        if k:
+            # Size the next reads to about two quanta of frames like these:
+            # larger, and a backlog waits for the fair stage after the cache
+            # has forgotten it; smaller, and reads cost more than frames.
+            want = 2 * q * len(self._data) // k
+            chunk = conn.read_chunk
+            if want > 2 * chunk or 2 * want < chunk:
+                conn.read_chunk = want
         if self._pos < len(self._chans):
             self._deliver(q)
         if self._pos < len(self._chans):

@@ -295,6 +295,12 @@ class CancelScope:
             if t._cancel is not None and t._waiting is not None:
                 t._abort_wait()
 
+    def _expire(self) -> None:
+        # The timer ran: it must not be cancelled any more (a TimerHandle
+        # cancelled after it ran still counts as a cancelled timer).
+        self._timer = None
+        self.cancel()
+
     @property
     def deadline(self) -> float:
         return self._deadline
@@ -335,7 +341,7 @@ class CancelScope:
             if self._deadline <= loop.time():
                 self.cancel()
             else:
-                self._timer = loop.call_at(self._deadline, self.cancel)
+                self._timer = loop.call_at(self._deadline, self._expire)
 
     def __repr__(self) -> str:
         state = "cancelled" if self.cancel_called else "active"
@@ -658,6 +664,11 @@ class TaskGroup:
             raise TaskGroupError("errors in a TaskGroup", errors) from None
         if exc is not None and not isinstance(exc, CancelledError):
             return False
+        if exc is None and current_task()._cancel is not None:
+            # Cancelled from outside while waiting for the children: the end
+            # of the group is a cancellation point, so the scope that was
+            # cancelled sees it (move_on_after sets cancelled_caught).
+            raise CancelledError("cancelled while waiting for a TaskGroup")
         return swallowed
 
 
@@ -703,7 +714,8 @@ async def sleep_until(deadline: float) -> None:
     try:
         await fut
     finally:
-        timer.cancel()
+        if not fut.done():
+            timer.cancel()  # not after it ran: see CancelScope._expire
 
 
 def _set_none(fut: Future[None]) -> None:

@@ -28,7 +28,11 @@
 # Cancelling a task stops its *wait*; it never cancels the Future it was
 # waiting for, which may have other waiters (`wait(fut, cancel=True)` opts
 # in). An await on a Future that is already done does not suspend and is
-# therefore not a cancellation point.
+# therefore not a cancellation point. The one exception: a Future with an
+# `_evloop_abandon()` method is private to its waiter (the wait of a
+# primitive's send or recv); the runner calls it the moment the wait is
+# cancelled, before anything else can run, so an item can never be handed
+# to a waiter that is about to see CancelledError.
 #
 # Structure. A TaskGroup (`async with TaskGroup() as tg: tg.create_task(c)`)
 # does not exit before every task it started has finished. The first error
@@ -477,6 +481,9 @@ class Task(Future[T]):
             return  # its callbacks are running: our wake-up is on the way
         self._waiting = None
         fut.remove_done_callback(self._wake_cb)
+        abandon = getattr(fut, "_evloop_abandon", None)
+        if abandon is not None:
+            abandon()  # a private wait (a primitive's op): withdraw it now
         self._throw = CancelledError(f"{self.name} was cancelled")
         self._runner.schedule(self)
 

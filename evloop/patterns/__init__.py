@@ -30,3 +30,7 @@ __all__ = [
     "Broadcast", "Tee", "Subscription", "Gather", "Source", "Value", "State", "UNSET",
     "send", "recv", "connect", "pipe", "map", "filter", "consume",
 ]  # fmt: skip
+
+from .remote import JSON, PICKLE, RAW, Codec, RemoteEnd, attach, remote  # noqa: E402
+
+__all__ += ["attach", "remote", "RemoteEnd", "Codec", "RAW", "JSON", "PICKLE"]

@@ -68,18 +68,23 @@ class Waiter(Future[Any]):
     """The private Future one blocked task waits on. Its result is
     (winning op, value)."""
 
-    __slots__ = ("winner", "abandoned")
+    __slots__ = ("winner", "abandoned", "on_abandon")
 
     def __init__(self, loop: Loop):
         super().__init__(loop)
         self.winner: Op | None = None
         self.abandoned = False
+        # Set while the winner is in transit to a remote peer: asks the peer
+        # to give the item back if it has not been taken yet.
+        self.on_abandon: Any = None
 
     def _evloop_abandon(self) -> None:
         if self.done():
             return
         if self.winner is not None:
             self.abandoned = True  # in transit: the outcome decides
+            if self.on_abandon is not None:
+                self.on_abandon()
         else:
             self.cancel()
 

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
@@ -107,11 +108,15 @@ class Channel(Primitive):
         return value  # what recv() returns for an item (Router adds the origin)
 
     def _handoff(self, send: Op, recv: Op) -> None:
-        recv.src = send
+        # A remote receiver acks later; only a rendezvous makes its sender
+        # wait for that (a buffered send is done once the item is accepted,
+        # and a nacked item goes back to the front of the buffer).
+        deferred = recv.deferred and self.size == 0
+        recv.src = send if deferred else None
         self.sent += 1
         self.received += 1
         complete(recv, self._out(send.value, send.origin))
-        if not recv.deferred:
+        if not deferred:
             complete(send, None)
 
     def _send_now(self, op: Op) -> bool:
@@ -425,6 +430,12 @@ class _OneToMany(Primitive):
     def __init__(self, *, loop: Loop | None = None, name: str | None = None):
         super().__init__(loop=loop, name=name)
         self.subs: list[Subscription] = []
+        # Called after every change (set, clear, close): remote subscribers.
+        self._watchers: list[Callable[[], Any]] = []
+
+    def _changed(self) -> None:
+        for fn in list(self._watchers):
+            fn()
 
     def subscribe(self) -> Subscription:
         """A new subscriber (close() it when done)."""
@@ -462,6 +473,7 @@ class _OneToMany(Primitive):
         for sub in list(self.subs):
             if self._sub_drained(sub):
                 sub._end_with(err)
+        self._changed()
 
     def _sub_drained(self, sub: Subscription) -> bool:
         return True
@@ -615,6 +627,7 @@ class Value(_OneToMany):
         self.sent += 1
         for sub in list(self.subs):
             self._feed(sub)
+        self._changed()
 
     def _send_now(self, op: Op) -> bool:
         if claim(op):
@@ -687,12 +700,14 @@ class State(_OneToMany):
                 sub._recvq.popleft()
                 self.received += 1
                 complete(r, value)
+        self._changed()
 
     def clear(self) -> None:
         """Back to unset: readers wait until the next set()."""
         self._check_send()
         self._value = UNSET
         self.version += 1
+        self._changed()
 
     def _send_now(self, op: Op) -> bool:
         if claim(op):

@@ -51,6 +51,7 @@ from ._core import (
     complete,
     discard,
     fail,
+    live,
     pop_live,
     run_op,
     unclaim,
@@ -227,8 +228,12 @@ class Channel(Primitive):
             fail(self._recvq.popleft(), self._recv_error_now())
 
     def statistics(self) -> dict[str, int]:
+        """buffered items, receivers and senders waiting now (remote ones
+        count once per credit they hold), and totals."""
         return {
             "buffered": len(self._buf),
+            "receivers_waiting": live(self._recvq),
+            "senders_waiting": live(self._sendq),
             "sent": self.sent,
             "received": self.received,
             "discarded": self.discarded,

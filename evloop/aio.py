@@ -196,6 +196,10 @@ class _AioFuture(Future[Any]):
 
     __slots__ = ("_afut",)
 
+    def __init__(self, loop: Loop, afut: asyncio.Future[Any] | None = None):
+        super().__init__(loop)
+        self._afut = afut
+
     def _evloop_abandon(self) -> None:
         afut = self._afut
         if afut is not None and not afut.done():
@@ -216,8 +220,7 @@ def from_asyncio(aw: Awaitable[Any] | Coroutine[Any, Any, Any], loop: Loop) -> F
             aw.close()
         raise LoopClosedError("the loop is closed")
     afut = asyncio.ensure_future(aw)
-    fut = _AioFuture(loop)
-    fut._afut = afut
+    fut = _AioFuture(loop, afut)
 
     def copy(a: asyncio.Future[Any]) -> None:
         fut._afut = None

@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .endpoint import Buffer, FrameHandler, Payload
+from .endpoint import Buffer, FrameHandler
 from .errors import BufferFullError, ConnClosedError
 from .loop import Handle, Loop
 from .pipe import DEFAULT_MAX_LEN, PipeStatistics
@@ -55,10 +55,10 @@ def _payload(data: Any, more: tuple[Any, ...]) -> bytes:
     if not more:
         t = type(data)
         if t is bytes:
-            return data  # type: ignore[no-any-return]
+            return data  # type: ignore[no-any-return,unused-ignore]
         if t is memoryview and data.readonly and type(data.obj) is bytes:
             if data.nbytes == len(data.obj) and data.contiguous:
-                return data.obj  # type: ignore[no-any-return]
+                return data.obj  # type: ignore[no-any-return,unused-ignore]
         return bytes(_view(data))
     return b"".join([_view(p) for p in (data, *more)])
 
@@ -300,7 +300,9 @@ class MemPipe:
             peer._wake_writers()
             if not peer._closed:
                 if dropped:
-                    peer._fail(ConnectionResetError("the other mempipe end aborted with unread frames"))
+                    peer._fail(
+                        ConnectionResetError("the other mempipe end aborted with unread frames")
+                    )
                 else:
                     peer._eof = True
                     peer._maybe_ready()

@@ -26,6 +26,7 @@
 # on_close is still called.
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -188,7 +189,7 @@ async def wait_writable(endpoint: Any) -> None:
     then raises)."""
     while not endpoint.writable and not endpoint.closed:
         fut: Future[None] = Future(endpoint.loop)
-        handle = endpoint.when_writable(lambda: _wake(fut))
+        handle = endpoint.when_writable(functools.partial(_wake, fut))
         try:
             await _suspend(fut)
         finally:

@@ -53,9 +53,9 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Generator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -254,7 +254,9 @@ class CancelScope:
         if task._scope is not self:
             raise RuntimeError("CancelScopes must be left in the reverse order they were entered")
         self._detach()
-        task._scope = self._parent if self._parent is not None and self._parent._task is task else None
+        task._scope = (
+            self._parent if self._parent is not None and self._parent._task is task else None
+        )
         task._update_cancel()
         if isinstance(exc, CancelledError) and self.cancel_called:
             self.cancelled_caught = True
@@ -767,7 +769,7 @@ def run_until_complete(loop: Loop, aw: Awaitable[T] | Any, *, timeout: float | N
     LoopStoppedError if loop.stop() ends the run first, DeadlineExceeded if
     `timeout` (loop seconds) passes first (the awaitable keeps going)."""
     if hasattr(aw, "send") and hasattr(aw, "throw"):
-        fut: Any = Task(loop, aw)
+        fut: Any = Task(loop, aw)  # type: ignore[arg-type]
         fut._observed = True
     elif hasattr(aw, "add_done_callback"):
         fut = aw
@@ -779,7 +781,7 @@ def run_until_complete(loop: Loop, aw: Awaitable[T] | Any, *, timeout: float | N
         if timeout is not None and loop.time() - start >= timeout:
             raise DeadlineExceeded(f"{fut!r} not done after {timeout} s")
         raise LoopStoppedError(f"the loop stopped before {fut!r} completed")
-    return fut.result()  # type: ignore[no-any-return]
+    return fut.result()  # type: ignore[no-any-return,unused-ignore]
 
 
 def run(main: Coroutine[Any, Any, T], *, loop: Loop | None = None, **loop_kwargs: Any) -> T:

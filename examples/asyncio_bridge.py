@@ -91,7 +91,7 @@ async def main(workers: int, demo: int, port: int) -> None:
                 if demo:
                     bodies = [b"item %d" % i for i in range(demo)]
                     answers = await asyncio.gather(*(client(bound, b) for b in bodies))
-                    for b, a in zip(bodies, answers):
+                    for b, a in zip(bodies, answers, strict=True):
                         assert a == hashlib.sha256(b).hexdigest().encode(), (b, a)
                         print(b.decode(), "->", a.decode()[:16], "...")
                     print(pool.statistics())

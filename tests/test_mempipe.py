@@ -165,7 +165,10 @@ class EndpointCases:
         loop.run_until(lambda: len(events) == 102, timeout=5)
         frames = [e for e in events if e[0] == "frame"]
         assert frames == [("frame", b"%d" % i) for i in range(100)]
-        assert events.index(("b closed", None)) == len(events) - 1 or events[-1] == ("a closed", None)
+        assert events.index(("b closed", None)) == len(events) - 1 or events[-1] == (
+            "a closed",
+            None,
+        )
         b_close = events.index(("b closed", None))
         assert all(events.index(f) < b_close for f in frames)
         assert events.count(("a closed", None)) == 1 and events.count(("b closed", None)) == 1

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import evloop
+import evloop.testing
 from evloop import patterns as P
 from evloop import tasks
 from evloop.errors import (
@@ -560,6 +561,7 @@ def test_tee_five_cases(vloop, where):
         # 4: a cancelled send delivers to nobody.
         with move_on_after(1):
             await tee.send(b"withdrawn")
+
         # 2: a subscriber failing fails the waiting send.
         async def failing_send() -> None:
             with pytest.raises(ChannelFailed):

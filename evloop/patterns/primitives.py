@@ -317,7 +317,12 @@ class Router(Channel):
     kind = "router"
 
     def __init__(
-        self, size: int = 0, *, reply_buffer: int = 1, loop: Loop | None = None, name: str | None = None
+        self,
+        size: int = 0,
+        *,
+        reply_buffer: int = 1,
+        loop: Loop | None = None,
+        name: str | None = None,
     ):
         super().__init__(size, loop=loop, name=name)
         self.reply_buffer = reply_buffer
@@ -356,7 +361,9 @@ class Router(Channel):
             await target.send(item, timeout)
         except (ChannelFailed, ClosedChannelError) as exc:
             self.unroutable += 1
-            raise Unroutable(f"{origin!r} went away before it took the reply", origin=origin) from exc
+            raise Unroutable(
+                f"{origin!r} went away before it took the reply", origin=origin
+            ) from exc
         except EndOfChannel as exc:  # pragma: no cover - replies are never send-closed alone
             raise Unroutable(f"{origin!r} is gone", origin=origin) from exc
 
@@ -392,7 +399,7 @@ class Subscription(Primitive):
     def _recv_now(self, op: Op) -> bool:
         if self._recv_end is not None:
             raise ClosedChannelError(f"{self.name} is closed")
-        return self.parent._sub_recv_now(self, op)  # type: ignore[attr-defined, no-any-return]
+        return self.parent._sub_recv_now(self, op)  # type: ignore[attr-defined]
 
     def _enqueue_recv(self, op: Op) -> None:
         self._recvq.append(op)
@@ -523,7 +530,7 @@ class Broadcast(_OneToMany):
 
     async def send(self, item: Any, timeout: float | None = None) -> int:  # type: ignore[override]
         """Deliver to every ready subscriber; returns how many got it."""
-        return await run_op(self, True, item, timeout)  # type: ignore[no-any-return]
+        return await run_op(self, True, item, timeout)  # type: ignore[no-any-return,unused-ignore]
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -568,7 +575,7 @@ class Tee(_OneToMany):
             send = pop_live(self._sendq)
             if send is None:
                 return False
-            ready = []
+            ready: list[Op] = []
             for sub in subs:
                 r = sub._ready_op()
                 if r is None or not claim(r):
@@ -578,7 +585,7 @@ class Tee(_OneToMany):
                     self._sendq.appendleft(send)
                     return False
                 ready.append(r)
-            for sub, r in zip(list(subs), ready):
+            for sub, r in zip(list(subs), ready, strict=True):
                 sub._recvq.popleft()
                 r.src = None
                 complete(r, send.value)
@@ -613,9 +620,7 @@ class Value(_OneToMany):
 
     kind = "value"
 
-    def __init__(
-        self, initial: Any = UNSET, *, loop: Loop | None = None, name: str | None = None
-    ):
+    def __init__(self, initial: Any = UNSET, *, loop: Loop | None = None, name: str | None = None):
         super().__init__(loop=loop, name=name)
         self._value = initial
         self.version = 0 if initial is UNSET else 1
@@ -674,9 +679,7 @@ class State(_OneToMany):
 
     kind = "state"
 
-    def __init__(
-        self, initial: Any = UNSET, *, loop: Loop | None = None, name: str | None = None
-    ):
+    def __init__(self, initial: Any = UNSET, *, loop: Loop | None = None, name: str | None = None):
         super().__init__(loop=loop, name=name)
         self._value = initial
         self._recvq: deque[Op] = deque()
@@ -841,11 +844,11 @@ class Gather(Primitive):
             r = pop_live(self._recvq)
             if r is None:
                 return False
-            ready = []
+            ready: list[Op] = []
             for s in self.sources:
                 op = pop_live(s._sendq)
                 if op is None:
-                    for src, got in zip(self.sources, ready):
+                    for src, got in zip(self.sources, ready, strict=False):
                         unclaim(got)
                         src._sendq.appendleft(got)
                     unclaim(r)

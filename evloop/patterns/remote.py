@@ -47,6 +47,7 @@
 # "pickle" are opt-in (never unpickle from a peer you do not trust).
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import struct
@@ -84,7 +85,6 @@ from .primitives import (
     Router,
     Source,
     State,
-    Subscription,
     Tee,
     Value,
     _OneToMany,
@@ -110,7 +110,7 @@ class Codec:
 
     def encode(self, obj: Any) -> bytes | bytearray | memoryview:
         if type(obj) is bytes or type(obj) is bytearray or type(obj) is memoryview:
-            return obj  # type: ignore[no-any-return]
+            return obj  # type: ignore[no-any-return,unused-ignore]
         raise TypeError(
             f"items cross processes as bytes by default, not {type(obj).__name__}"
             " (pass codec='json' or codec='pickle' to attach()/remote())"
@@ -320,7 +320,7 @@ class _Link:
                 if self.granted <= 0:
                     raise LinkProtocolError(f"item {seq} on channel {chan} without credit")
                 self.granted -= 1
-                self.owner.on_item(seq, self.codec.decode(memoryview(payload)[9:]))
+                self.owner.on_item(seq, self.codec.decode(payload[9:]))
             elif kind == K_CREDIT:
                 n, flags = _CREDIT.unpack_from(payload, 1)
                 self.credits += n
@@ -330,7 +330,9 @@ class _Link:
                 (seq,) = _SEQ.unpack_from(payload, 1)
                 token = self.unacked.pop(seq, _MISSING)
                 if token is _MISSING:
-                    raise LinkProtocolError(f"{'ack' if kind == K_ACK else 'nack'} for unknown {seq}")
+                    raise LinkProtocolError(
+                        f"{'ack' if kind == K_ACK else 'nack'} for unknown {seq}"
+                    )
                 (self.owner.on_ack if kind == K_ACK else self.owner.on_nack)(token)
             elif kind == K_HELLO:
                 self.owner.on_hello(json.loads(bytes(payload[1:])))
@@ -401,7 +403,7 @@ class _Receiver:
         op = Op(w)
         op.deferred = link.strict
         self.op = op
-        w.add_done_callback(self._taken)
+        w.add_done_callback(self._taken)  # type: ignore[arg-type]
         try:
             done = self.prim._recv_now(op)
         except (EndOfChannel, ChannelFailed) as exc:
@@ -522,7 +524,7 @@ class _Sender:
         op = Op(w, value, self.origin)
         if self.window == 0:
             self.ops[seq] = op
-        w.add_done_callback(lambda w, seq=seq: self._done(w, seq))
+        w.add_done_callback(functools.partial(self._done, seq=seq))
         try:
             t._check_send()
             if not t._send_now(op):
@@ -530,7 +532,7 @@ class _Sender:
         except (BrokenChannelError, ChannelFailed, ClosedChannelError) as exc:
             fail(op, exc)
 
-    def _done(self, w: Waiter, seq: int) -> None:
+    def _done(self, w: Waiter, *, seq: int) -> None:
         self.ops.pop(seq, None)
         if w.cancelled():
             return
@@ -687,7 +689,7 @@ class _Subscriber:
         w = Waiter(self.parent.loop)
         op = Op(w)
         self.op = op
-        w.add_done_callback(self._taken)
+        w.add_done_callback(self._taken)  # type: ignore[arg-type]
         try:
             if not self.sub._recv_now(op):
                 self.sub._enqueue_recv(op)
@@ -761,7 +763,7 @@ class _Watcher(_Subscriber):
         self.op = None
         self.sent = 0
         self.done = False
-        parent._watchers.append(self._push)  # type: ignore[attr-defined]
+        parent._watchers.append(self._push)
         self._push()
 
     def _push(self) -> None:
@@ -793,11 +795,10 @@ class _Watcher(_Subscriber):
 
     def _leave(self, exc: BaseException | None) -> None:
         try:
-            self.parent._watchers.remove(self._push)  # type: ignore[attr-defined]
+            self.parent._watchers.remove(self._push)
         except ValueError:
             pass
         self.sub.close(exc)
-
 
 
 def attach(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -60,6 +60,15 @@ __all__ = [
 def _wake(fut: Future[None] | None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(None)
+
+
+class _Private(Future[None]):
+    """A wake-up only its one waiter awaits: a cancelled wait cancels it."""
+
+    __slots__ = ()
+
+    def _evloop_abandon(self) -> None:
+        self.cancel()
 
 
 async def _suspend(fut: Future[None]) -> None:
@@ -134,16 +143,19 @@ class FrameStream:
         """The next frame. EndOfChannel once the endpoint closed in order
         and every frame was received; ChannelFailed (cause: the error) if it
         closed with an error."""
+        q = self._queue
         while True:
+            if q and not self._paused:
+                return q.popleft()  # the common case, inline
             frame = self.recv_nowait()
             if frame is not None:
                 return frame
             if self._recv_waiter is not None:
                 raise RuntimeError("another task is already receiving on this stream")
-            fut: Future[None] = Future(self.loop)
+            fut: _Private = _Private(self.loop)
             self._recv_waiter = fut
             try:
-                await _suspend(fut)
+                await fut
             finally:
                 self._recv_waiter = None
 
@@ -288,9 +300,13 @@ def frame_stream(endpoint: FrameEndpoint, *, maxsize: int = 64) -> FrameStream:
     return s
 
 
-async def recv(endpoint: FrameEndpoint) -> tuple[int, Payload]:
-    """`await pipe.recv()`: the next (chan, payload) of a Pipe or mempipe."""
-    return await frame_stream(endpoint).recv()
+def recv(endpoint: FrameEndpoint) -> Coroutine[Any, Any, tuple[int, Payload]]:
+    """`await pipe.recv()`: the next (chan, payload) of a Pipe or mempipe
+    (returns the FrameStream's coroutine: one frame less per call)."""
+    s = _streams.get(endpoint)
+    if s is None:
+        s = frame_stream(endpoint)
+    return s.recv()
 
 
 async def send(endpoint: FrameEndpoint, chan: int, data: Buffer, *more: Buffer) -> None:

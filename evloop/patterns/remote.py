@@ -96,6 +96,8 @@ K_HELLO, K_CREDIT, K_ITEM, K_ACK, K_NACK = b"H"[0], b"C"[0], b"I"[0], b"A"[0], b
 K_END, K_FAIL, K_BROKEN, K_KILLED, K_UNSET = b"E"[0], b"F"[0], b"B"[0], b"K"[0], b"U"[0]
 K_WITHDRAW = b"W"[0]
 _SEQ = struct.Struct(">Q")
+_ITEM_HEAD = struct.Struct(">BQ").pack
+_JOIN_BELOW = 4096
 _CREDIT = struct.Struct(">IB")
 _STRICT = 1
 
@@ -264,7 +266,12 @@ class _Link:
         self.credits -= 1
         if self.strict:
             self.unacked[seq] = token
-        self._write(bytes((K_ITEM,)), _SEQ.pack(seq), data)
+        if len(data) < _JOIN_BELOW:
+            # One small bytes object takes the Pipe's fast path; a large
+            # payload goes as a part, never copied.
+            self._write(_ITEM_HEAD(K_ITEM, seq) + data)
+        else:
+            self._write(_ITEM_HEAD(K_ITEM, seq), data)
         return seq
 
     def ack(self, seq: int) -> None:
@@ -921,6 +928,7 @@ class RemoteEnd(Primitive):
         self._seen = 0
         self._mine = False
         self._send_closed = False
+        self._debt = 0  # window mode: consumed items not yet credited back
         self.role = ""  # what the owner's hello says this end does
         self.link = _Link(endpoint, chan, _codec(codec), self)
         if window:
@@ -932,11 +940,24 @@ class RemoteEnd(Primitive):
         await super().send(item, timeout)
 
     async def recv(self, timeout: float | None = None) -> Any:
+        if self._inbox and self.mode == "fifo" and self._recv_end is None:
+            self.received += 1  # buffered (window mode): no op, no waiter
+            item = self._inbox.popleft()
+            self._credit_back()
+            return item
         if self.role == "sender":
             raise TypeError(f"{self.name} belongs to a {self.peer_kind}'s sender: it cannot recv")
         return await super().recv(timeout)
 
     # -- receiving ------------------------------------------------------------------
+
+    def _credit_back(self) -> None:
+        # Window mode: one item was consumed. Credit goes back in batches
+        # (half a window at a time), not one frame per item.
+        self._debt += 1
+        if self._debt * 2 >= self.window and not self.link.peer_ended:
+            self.link.grant(self._debt, strict=False)
+            self._debt = 0
 
     def _recv_now(self, op: Op) -> bool:
         if self.mode != "fifo":
@@ -945,8 +966,7 @@ class RemoteEnd(Primitive):
             if claim(op):
                 self.received += 1
                 complete(op, self._inbox.popleft())
-                if self.window and not self.link.peer_ended:
-                    self.link.grant(1, strict=False)
+                self._credit_back()
             return True
         if self._send_end is not None or self._recv_end is not None:
             raise self._recv_error_now()
@@ -997,7 +1017,7 @@ class RemoteEnd(Primitive):
             self.received += 1
             complete(r, value)
             if self.window:
-                self.link.grant(1, strict=False)
+                self._credit_back()
             else:
                 self.link.ack(seq)
             return

@@ -75,6 +75,8 @@ class Bridge:
             raise RuntimeError("this Bridge is already started")
         if self.loop.running:
             raise RuntimeError("the evloop Loop is running on its own: stop it before bridging")
+        if any(b.loop is self.loop for b in _active):
+            raise RuntimeError("this evloop Loop is already bridged")
         if self.aloop is None:
             self.aloop = asyncio.get_running_loop()
         self._fd = self.loop.fileno()

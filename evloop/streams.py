@@ -4,7 +4,10 @@
 # from any FrameEndpoint (a Pipe, a mempipe end), bytes from a Conn, a
 # Worker's exit, and anything with add_done_callback (a pool Request).
 #
-# FrameStream(endpoint) takes the endpoint's on_frame and queues frames in a
+# FrameStream(endpoint) takes the endpoint's on_frame (frames on the control
+# channel 65535 still go to the handler it replaced, so a Worker's
+# supervision and a Pool's replies keep working; on an endpoint whose frames
+# a ChannelMux routes, it becomes the mux's default) and queues frames in a
 # bounded deque; while the deque holds `maxsize` frames the endpoint is
 # paused (pause_reading), so a peer that sends faster than the coroutine
 # receives is held back by the kernel (or, for a mempipe, by its high
@@ -33,7 +36,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from .conn import Conn
-from .endpoint import Buffer, FrameEndpoint, Payload
+from .endpoint import Buffer, ChannelMux, FrameEndpoint, Payload
 from .errors import (
     CancelledError,
     ChannelFailed,
@@ -43,6 +46,8 @@ from .errors import (
 from .future import Future
 from .loop import Loop
 from .tasks import wait
+
+_CONTROL = 0xFFFF  # evloop's own channel (spawn.CONTROL_CHANNEL)
 
 __all__ = [
     "FrameStream",
@@ -99,11 +104,24 @@ class FrameStream:
         self._close_exc: BaseException | None = None
         self._prev_on_close = endpoint.on_close
         endpoint.on_close = self._on_close
-        endpoint.on_frame = self._on_frame
+        prev = endpoint.on_frame
+        mux = getattr(prev, "__self__", None)
+        if isinstance(mux, ChannelMux):
+            # Pattern links (or others) route channels on this endpoint:
+            # take what they leave, not their frames.
+            self._control = None
+            mux.default = self._on_frame
+        else:
+            # A Worker's or serve()'s own handler keeps the control channel.
+            self._control = prev
+            endpoint.on_frame = self._on_frame
 
     # -- receiving --------------------------------------------------------------
 
     def _on_frame(self, chan: int, payload: Payload) -> None:
+        if chan == _CONTROL and self._control is not None:
+            self._control(chan, payload)
+            return
         self._queue.append((chan, payload))
         if len(self._queue) >= self.maxsize and not self._paused:
             self._paused = True

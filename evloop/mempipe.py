@@ -38,7 +38,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from .endpoint import Buffer, FrameHandler
@@ -318,6 +318,20 @@ class MemPipe:
     def _fail(self, exc: BaseException) -> None:
         self._closing = True
         self._finish(exc)
+
+    # -- coroutines (the same one-line shims a Pipe gets) ----------------------
+
+    def recv(self) -> Coroutine[Any, Any, tuple[int, Any]]:
+        """`await end.recv()`: the next (chan, payload); see evloop.streams."""
+        from .streams import recv
+
+        return recv(self)
+
+    def send(self, chan: int, data: Buffer, *more: Buffer) -> Coroutine[Any, Any, None]:
+        """`await end.send(chan, data)`: write, waiting while not writable."""
+        from .streams import send
+
+        return send(self, chan, data, *more)
 
     @property
     def closed(self) -> bool:

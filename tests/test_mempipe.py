@@ -274,3 +274,17 @@ def test_loop_close_aborts_mempipes(loop):
     assert isinstance(a, MemPipe)
     loop.close()
     assert a.closed and b.closed
+
+
+def test_mempipe_ends_have_the_coroutine_methods(loop):
+    from evloop import tasks
+
+    a, b = mempipe_pair(loop)
+
+    async def main() -> tuple[int, Any]:
+        await a.send(3, b"via ", b"coroutines")
+        return await b.recv()
+
+    assert tasks.run_until_complete(loop, main()) == (3, b"via coroutines")
+    a.close()
+    assert loop.run_until(lambda: b.closed, timeout=5)

@@ -76,7 +76,7 @@ def _evloop_run(kind: str, workers: int, messages: int, window: int) -> dict[str
         # Every worker is up and has granted credit.
         while True:
             if kind == "dealer":
-                if prim.statistics()["receivers_waiting"] >= workers:
+                if prim.statistics().receivers_waiting >= workers:
                     return
             elif (
                 all(

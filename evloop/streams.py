@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -60,6 +61,12 @@ __all__ = [
     "wait",
     "frame_stream",
 ]
+
+
+@dataclass(frozen=True)
+class FrameStreamStatistics:
+    queued: int  # frames received, not yet taken by recv()
+    paused: bool  # the endpoint's reading is paused (the queue was full)
 
 
 def _wake(fut: Future[None] | None) -> None:
@@ -208,9 +215,8 @@ class FrameStream:
             finally:
                 self._recv_waiter = None
 
-    def statistics(self) -> tuple[int, bool]:
-        """(frames queued, reading paused)."""
-        return len(self._queue), self._paused
+    def statistics(self) -> FrameStreamStatistics:
+        return FrameStreamStatistics(queued=len(self._queue), paused=self._paused)
 
 
 async def wait_writable(endpoint: Any) -> None:

@@ -503,7 +503,7 @@ def test_broadcast_gives_to_ready_subscribers_and_counts_the_rest(vloop, where):
         return n, t.result()
 
     assert run_until_complete(vloop, main()) == (1, b"news")
-    assert idle.missed == 1 and bc.statistics()["missed"] == 1
+    assert idle.missed == 1 and bc.statistics().missed == 1
 
 
 @pytest.mark.parametrize("where", WHERES)

@@ -36,7 +36,7 @@ def test_dealer_over_worker_processes(loop):
 
     async def main() -> None:
         # Both workers are up and waiting (their credit arrived) before dealing.
-        await until(lambda: dealer.statistics()["receivers_waiting"] == 2)
+        await until(lambda: dealer.statistics().receivers_waiting == 2)
         for i in range(20):
             await dealer.send(b"job %d" % i)
         dealer.close_send()
@@ -62,7 +62,7 @@ def test_dealer_goes_on_when_a_worker_dies(loop):
         dealer.attach(w.pipe, 5)
 
     async def main() -> int:
-        await until(lambda: dealer.statistics()["receivers_waiting"] == 2)
+        await until(lambda: dealer.statistics().receivers_waiting == 2)
         for i in range(10):
             await dealer.send(b"%d" % i)  # never hangs on the dead one
         status = await streams.exited(dying)

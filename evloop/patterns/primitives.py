@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
@@ -58,6 +59,8 @@ from ._core import (
 )
 
 __all__ = [
+    "ChannelStatistics",
+    "BroadcastStatistics",
     "Channel",
     "Pipe",
     "Rendezvous",
@@ -74,6 +77,24 @@ __all__ = [
     "State",
     "UNSET",
 ]
+
+
+@dataclass(frozen=True)
+class ChannelStatistics:
+    buffered: int
+    receivers_waiting: int
+    senders_waiting: int
+    sent: int
+    received: int
+    discarded: int  # buffered items dropped when the receiving side closed
+
+
+@dataclass(frozen=True)
+class BroadcastStatistics:
+    subscribers: int
+    sent: int
+    delivered: int  # summed over subscribers
+    missed: int  # summed over subscribers: items that came while one was not ready
 
 
 class _Unset:
@@ -227,17 +248,17 @@ class Channel(Primitive):
         while self._recvq:
             fail(self._recvq.popleft(), self._recv_error_now())
 
-    def statistics(self) -> dict[str, int]:
-        """buffered items, receivers and senders waiting now (remote ones
-        count once per credit they hold), and totals."""
-        return {
-            "buffered": len(self._buf),
-            "receivers_waiting": live(self._recvq),
-            "senders_waiting": live(self._sendq),
-            "sent": self.sent,
-            "received": self.received,
-            "discarded": self.discarded,
-        }
+    def statistics(self) -> ChannelStatistics:
+        """Buffered items, receivers and senders waiting now (a remote
+        receiver counts once per op it keeps queued), and totals."""
+        return ChannelStatistics(
+            buffered=len(self._buf),
+            receivers_waiting=live(self._recvq),
+            senders_waiting=live(self._sendq),
+            sent=self.sent,
+            received=self.received,
+            discarded=self.discarded,
+        )
 
 
 class Pipe(Channel):
@@ -532,13 +553,10 @@ class Broadcast(_OneToMany):
         """Deliver to every ready subscriber; returns how many got it."""
         return await run_op(self, True, item, timeout)  # type: ignore[no-any-return,unused-ignore]
 
-    def statistics(self) -> dict[str, int]:
-        return {
-            "subscribers": len(self.subs),
-            "sent": self.sent,
-            "delivered": self.received,
-            "missed": self.missed,
-        }
+    def statistics(self) -> BroadcastStatistics:
+        return BroadcastStatistics(
+            subscribers=len(self.subs), sent=self.sent, delivered=self.received, missed=self.missed
+        )
 
 
 class Tee(_OneToMany):

@@ -15,17 +15,26 @@ from ._implementation import ComponentImplementation, Implementation, implementa
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
 from .errors import (
+    BrokenChannelError,
     BufferFullError,
     CancelledError,
+    ChannelError,
+    ChannelFailed,
+    ClosedChannelError,
     ConnClosedError,
     ConnectError,
+    DeadlineExceeded,
+    EndOfChannel,
     EvloopError,
     FdPassingError,
     HttpError,
     IdleTimeoutError,
+    IncompleteReadError,
     InvalidStateError,
+    LinkProtocolError,
     LoopClosedError,
     LoopRunningError,
+    LoopStoppedError,
     PayloadError,
     PoolClosedError,
     ProtocolError,
@@ -37,16 +46,20 @@ from .errors import (
     SpawnError,
     StreamAborted,
     TargetError,
+    TaskGroupError,
     TLSError,
     TruncatedFrameError,
+    Unroutable,
     UnroutableFrame,
     WorkerBootError,
     WorkerCrashed,
     WorkerError,
     WorkerHung,
+    WouldBlock,
 )
 from .future import Future
 from .loop import EVENT_READ, EVENT_WRITE, Handle, Loop, LoopStatistics, TimerHandle
+from .mempipe import MemPipe, mempipe_pair
 from .pipe import DEFAULT_MAX_LEN, HEADER_SIZE, Pipe, PipeStatistics
 from .pool import Pool, PoolStatistics
 from .rpc import Client, Reply, Request, serve
@@ -61,6 +74,19 @@ from .server import (
 )
 from .spawn import Worker
 from .spawn import spawn as spawn_worker
+from .tasks import (
+    CancelScope,
+    Task,
+    TaskGroup,
+    create_task,
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+    run,
+    run_until_complete,
+    sleep,
+)
 
 if TYPE_CHECKING:
     from .worker import WorkerContext
@@ -93,4 +119,9 @@ __all__ = [
     "WorkerBootError", "PayloadError",
     "RespProtocolError", "HttpError", "StreamAborted", "TLSError",
     "implementation", "Implementation", "ComponentImplementation",
+    "run", "run_until_complete", "create_task", "Task", "TaskGroup", "CancelScope", "sleep",
+    "move_on_after", "move_on_at", "fail_after", "fail_at", "MemPipe", "mempipe_pair",
+    "DeadlineExceeded", "LoopStoppedError", "WouldBlock", "TaskGroupError", "IncompleteReadError",
+    "ChannelError", "EndOfChannel", "BrokenChannelError", "ChannelFailed", "ClosedChannelError",
+    "Unroutable", "LinkProtocolError",
 ]  # fmt: skip

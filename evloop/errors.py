@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 
 class EvloopError(Exception):
     """Root of every exception evloop raises on purpose."""
@@ -248,3 +251,117 @@ class TLSError(EvloopError, ConnectionError):
     def __init__(self, msg: str, reason: str | None = None):
         super().__init__(msg)
         self.reason = reason
+
+
+# -- coroutines (evloop.tasks) --------------------------------------------------
+
+
+class DeadlineExceeded(EvloopError, TimeoutError):
+    """Raised by `fail_after()`/`fail_at()` when the block's deadline passed
+    before it finished (the block was cancelled at its next await), and by
+    the primitives' `send(..., timeout=t)` / `recv(timeout=t)` for t > 0."""
+
+
+class LoopStoppedError(EvloopError, RuntimeError):
+    """Raised by `run_until_complete()` when the Loop was stopped (`stop()`)
+    before the awaitable it was running completed."""
+
+
+class WouldBlock(EvloopError):
+    """Raised by a primitive's `send(..., timeout=0)` / `recv(timeout=0)`
+    (the selectable API's "are you ready now?") when the operation cannot
+    complete at once. Nothing was sent or received."""
+
+
+if sys.version_info >= (3, 11):
+
+    class TaskGroupError(ExceptionGroup, EvloopError):  # noqa: F821
+        """Raised when a TaskGroup exits after one or more of its tasks (or
+        its own body) raised: every error is in `exceptions`, in the order
+        they happened. On Python 3.11+ it is an ExceptionGroup, so
+        `except* ValueError:` works; on 3.10 it is a plain EvloopError with
+        the same `exceptions` tuple and message."""
+
+else:
+
+    class TaskGroupError(EvloopError):
+        """Raised when a TaskGroup exits after one or more of its tasks (or
+        its own body) raised: every error is in `exceptions`, in the order
+        they happened. On Python 3.11+ it is an ExceptionGroup, so
+        `except* ValueError:` works; on 3.10 it is a plain EvloopError with
+        the same `exceptions` tuple and message."""
+
+        def __init__(self, message: str, exceptions: Sequence[BaseException]):
+            super().__init__(message, tuple(exceptions))
+            self.message = message
+            self.exceptions = tuple(exceptions)
+
+        def __str__(self) -> str:
+            n = len(self.exceptions)
+            return f"{self.message} ({n} sub-exception{'s' if n != 1 else ''})"
+
+
+class IncompleteReadError(EvloopError, EOFError):
+    """Raised by the awaitable `read_exactly()`/`read_until()` on a Conn when
+    the stream ended (EOF or close) before the requested bytes arrived.
+    `partial` holds the bytes that did arrive (left unconsumed in the Conn
+    when it is still open); `expected` the count or delimiter waited for."""
+
+    def __init__(self, msg: str, *, partial: bytes, expected: int | bytes):
+        super().__init__(msg)
+        self.partial = partial
+        self.expected = expected
+
+
+# -- message patterns (evloop.patterns) -----------------------------------------
+
+
+class ChannelError(EvloopError):
+    """Root of the errors of evloop.patterns' primitives."""
+
+
+class EndOfChannel(ChannelError):
+    """Raised by `recv()` once every sender closed in an orderly way and
+    everything they sent was received: the stream ended, nothing failed."""
+
+
+class BrokenChannelError(ChannelError):
+    """Raised by `send()` when nobody can ever receive what it sends: the
+    receiving side closed in an orderly way (or a remote peer went away).
+    The item was not delivered."""
+
+
+class ChannelFailed(ChannelError):
+    """Raised on one side of a primitive when the other side closed it with
+    an error (`close(exc)`, a failing `map`/`filter` function, a remote
+    endpoint that broke): by `recv()` once the items sent before the failure
+    were received, by `send()` at once. `cause` (also `__cause__`) is the
+    error: the original exception in-process, a RemoteError across
+    processes, or the endpoint's error."""
+
+    def __init__(self, msg: str, cause: BaseException | None = None):
+        super().__init__(msg)
+        self.cause = cause
+        self.__cause__ = cause
+
+
+class ClosedChannelError(ChannelError):
+    """Raised by `send()`/`recv()` on a primitive (or one end of it) that
+    this side closed itself: using what you closed is a bug, not an end of
+    stream."""
+
+
+class Unroutable(ChannelError, LookupError):
+    """Raised by `Router.reply()` when the sender the reply is addressed to
+    is gone (closed, its process exited) or never existed: a reply is never
+    dropped silently. `origin` is the address that could not be reached."""
+
+    def __init__(self, msg: str, *, origin: object):
+        super().__init__(msg)
+        self.origin = origin
+
+
+class LinkProtocolError(ChannelError, ValueError):
+    """A peer sent a frame the pattern link protocol does not allow (an
+    unknown kind byte, a short frame, an item without credit, an ack for
+    nothing). The link is failed with it: both sides see ChannelFailed."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -44,25 +44,10 @@ class LoopErrors(list):
         raise AssertionError(f"no {kind.__name__} reached the loop handler: {list(self)}")
 
 
-@pytest.fixture
-def loop() -> Iterator[evloop.Loop]:
-    yield from _checked_loop(evloop.Loop)
-
-
-@pytest.fixture
-def vloop() -> Iterator[evloop.Loop]:
-    """A `loop` on a VirtualClock that jumps to the next timer after 50 ms of
-    real idleness: timeouts, backoff and heartbeats are exact and take no
-    real time, while real worker processes still get real time to answer."""
-    from evloop.testing import VirtualClock
-
-    yield from _checked_loop(lambda: evloop.Loop(clock=VirtualClock(autojump_threshold=0.05)))
-
-
-def _checked_loop(make: Callable[[], evloop.Loop]) -> Iterator[evloop.Loop]:
+def _checked_loop(**kwargs: object) -> Iterator[evloop.Loop]:
     before = open_fds()
     errors = LoopErrors()
-    lp = make()
+    lp = evloop.Loop(**kwargs)  # type: ignore[arg-type]
     lp.set_exception_handler(lambda exc, cb: errors.append((exc, cb)))
     lp.errors = errors  # type: ignore[attr-defined]
     yield lp
@@ -70,6 +55,29 @@ def _checked_loop(make: Callable[[], evloop.Loop]) -> Iterator[evloop.Loop]:
     leaked = {fd: what for fd, what in open_fds().items() if fd not in before}
     assert not leaked, f"fds left open after Loop.close(): {leaked}"
     assert not errors, f"unexpected exceptions in loop callbacks: {list(errors)}"
+
+
+@pytest.fixture
+def loop() -> Iterator[evloop.Loop]:
+    yield from _checked_loop()
+
+
+@pytest.fixture
+def vloop() -> Iterator[evloop.Loop]:
+    """The `loop` fixture on a VirtualClock that jumps to the next timer as
+    soon as the loop is idle: timeouts take no real time."""
+    from evloop.testing import VirtualClock
+
+    yield from _checked_loop(clock=VirtualClock())
+
+
+@pytest.fixture
+def vloop_slow() -> Iterator[evloop.Loop]:
+    """A VirtualClock loop that waits 50 ms of real idleness before jumping,
+    for tests where another process must answer before time moves."""
+    from evloop.testing import VirtualClock
+
+    yield from _checked_loop(clock=VirtualClock(autojump_threshold=0.05))
 
 
 def drain(conn: evloop.Conn, into: bytearray) -> None:

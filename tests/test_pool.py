@@ -226,8 +226,8 @@ def test_external_sigkill_with_requests_outstanding(loop: Loop) -> None:
     shut(loop, pool)
 
 
-def test_backoff_grows_while_crashing(vloop: Loop) -> None:
-    loop = vloop
+def test_backoff_grows_while_crashing(vloop_slow: Loop) -> None:
+    loop = vloop_slow
     crashed: list[Worker] = []
     pool = Pool(
         loop,
@@ -261,8 +261,8 @@ def test_backoff_grows_while_crashing(vloop: Loop) -> None:
     assert wait_until(loop, lambda: pool.closed)
 
 
-def test_backoff_resets_after_staying_up(vloop: Loop) -> None:
-    loop = vloop
+def test_backoff_resets_after_staying_up(vloop_slow: Loop) -> None:
+    loop = vloop_slow
     # reset_after is far above the virtual seconds the clock may jump (to a
     # Worker's linger timers) while a real worker boots.
     pool = Pool(loop, WORKER, 1, backoff_initial=0.5, backoff_max=1.0, reset_after=30.0)

@@ -92,9 +92,9 @@ def test_a_typo_in_the_target_fails_at_once_with_a_suggestion(loop: Loop) -> Non
 
 
 def test_boot_failures_stop_the_pool_and_report_the_real_error_once(
-    vloop: Loop, caplog: pytest.LogCaptureFixture
+    vloop_slow: Loop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loop = vloop
+    loop = vloop_slow
     with caplog.at_level(logging.ERROR, logger="evloop"):
         pool = Pool(loop, "tests.workers:crash_at_start", 2, max_boot_failures=4)
         r = pool.request(b"pid")

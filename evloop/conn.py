@@ -1325,11 +1325,9 @@ class Conn:
                 os.close(self._fds_in.popleft())
         self._read_target = None
         self._read_target_cb = None
-        buf, view = self._rbuf, self._rview
-        self._rbuf = self._rview = None
-        self._rstart = self._rend = 0
-        if buf is not None and view is not None and len(buf) == self.read_size:
-            _give_back(buf, view)
+        # Input nobody consumed stays readable (a reader may still want the
+        # partial message it was waiting on); an empty buffer goes back.
+        self._settle()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

@@ -191,8 +191,8 @@ class EndpointCases:
         a.write_frame(2, b"de", b"f")
         assert loop.run_until(lambda: len(got) == 2, timeout=5)
         sa, sb = a.statistics(), b.statistics()
-        assert (sa.frames_out, sa.bytes_out) == (2, 6)
-        assert (sb.frames_in, sb.bytes_in) == (2, 6)
+        assert (sa.frames_out, sa.payload_out) == (2, 6)
+        assert (sb.frames_in, sb.payload_in) == (2, 6)
         self.close_both(loop, a, b)
 
     def test_fair_with_other_ready_sources(self, loop):
@@ -206,7 +206,9 @@ class EndpointCases:
             a.write_frame(1, b"f")
         c.write_frame(1, b"q")
         assert loop.run_until(lambda: "quiet" in order and len(order) == 501, timeout=5)
-        assert order.index("quiet") < 200
+        # Behind at most one quantum of the flood (the quiet frame came
+        # later in the same turn).
+        assert order.index("quiet") <= min(loop.quantum, loop.budget)
         self.close_both(loop, a, b)
         self.close_both(loop, c, d)
 

@@ -67,7 +67,7 @@ import errno
 import os
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -520,6 +520,27 @@ class Conn:
     def readline(self, limit: int = 64 * 1024) -> bytes | None:
         """read_until(b"\\n", limit)."""
         return self.read_until(b"\n", limit)
+
+    # The coroutine layer's entry points (evloop/streams.py), named as
+    # asyncio's StreamReader names them: readuntil() waits for the line
+    # read_until() only looks for.
+
+    def readuntil(
+        self, delimiter: bytes = b"\n", limit: int = 64 * 1024
+    ) -> Coroutine[Any, Any, bytes]:
+        """`line = await conn.readuntil(b"\r\n")` in an evloop coroutine:
+        read_until(), waiting for the delimiter (IncompleteReadError if the
+        stream ends first, ReadLimitError past `limit`)."""
+        from .streams import read_until  # the layer above: imported when first used
+
+        return read_until(self, delimiter, limit)
+
+    def readexactly(self, n: int) -> Coroutine[Any, Any, bytes]:
+        """`data = await conn.readexactly(n)`: exactly n bytes, waiting for
+        them (IncompleteReadError, with what came, if the stream ends)."""
+        from .streams import read_exactly
+
+        return read_exactly(self, n)
 
     def read_into(self, target: memoryview, callback: Callable[[], Any]) -> None:
         """Fill `target` with the next len(target) bytes of the stream, then

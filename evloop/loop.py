@@ -125,16 +125,18 @@ class Handle:
 class TimerHandle(Handle):
     """A callback due at `when` (Loop.time() clock)."""
 
-    __slots__ = ("when",)
+    __slots__ = ("when", "_in_heap")
 
     def __init__(self, loop: Loop, when: float, fn: Callable[..., Any], args: tuple[Any, ...]):
         super().__init__(loop, fn, args)
         self.when = when
+        self._in_heap = True  # until it comes due (or the loop closes)
 
     def cancel(self) -> None:
         if not self._cancelled:
             super().cancel()
-            self._loop._timer_cancelled()
+            if self._in_heap:  # a timer that already ran is not in the count
+                self._loop._timer_cancelled()
 
 
 def _noop(*_: Any) -> None:
@@ -678,6 +680,7 @@ class Loop:
             ready = self._ready
             while timers and timers[0][0] <= now:
                 th = heapq.heappop(timers)[2]
+                th._in_heap = False
                 if th._cancelled:
                     self._cancelled_timers -= 1
                 else:
@@ -863,6 +866,7 @@ class Loop:
         for _, _, h in self._timers:
             h._fn = _noop
             h._args = ()
+            h._in_heap = False
         self._timers.clear()
         self._ready.clear()
         self._sources.clear()

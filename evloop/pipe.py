@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,6 +267,23 @@ class Pipe:
         if n == 0:
             return ValueError(f"empty payload on channel {chan}: a frame must carry >= 1 byte")
         return ValueError(f"payload of {n} bytes on channel {chan} exceeds max_len {self.max_len}")
+
+    # -- the coroutine layer's entry points (evloop/streams.py) -------------
+
+    def recv(self) -> Coroutine[Any, Any, tuple[int, Payload]]:
+        """`chan, payload = await pipe.recv()` in an evloop coroutine: the
+        next frame (EndOfChannel once the Pipe closed). While frames go to
+        recv(), on_frame belongs to the stream; see docs/coroutines.md."""
+        from .streams import recv  # the layer above: imported when first used
+
+        return recv(self)
+
+    def send(self, chan: int, data: Buffer, *more: Buffer) -> Coroutine[Any, Any, None]:
+        """`await pipe.send(chan, data)`: write_frame(), after waiting while
+        the Pipe is above its high watermark."""
+        from .streams import send
+
+        return send(self, chan, data, *more)
 
     @property
     def writable(self) -> bool:

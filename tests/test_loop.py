@@ -491,3 +491,16 @@ def test_threads_racing_close_lose_no_accepted_callback():
             t.join(10)
         assert not other
         assert sorted(ran) == sorted(accepted)
+
+
+def test_cancelling_a_timer_that_already_ran_changes_no_count(loop):
+    ran = []
+    h = loop.call_later(0, ran.append, 1)
+    assert loop.run_until(lambda: ran, timeout=5)
+    h.cancel()
+    h.cancel()
+    assert loop.statistics().timers == 0
+    later = loop.call_later(100, ran.append, 2)
+    assert loop.statistics().timers == 1
+    later.cancel()
+    assert loop.statistics().timers == 0

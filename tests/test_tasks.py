@@ -641,3 +641,24 @@ def test_await_pool_requests(loop):
     done: list[Any] = []
     pool.shutdown(deadline=5, callback=done.append)
     assert loop.run_until(lambda: done, timeout=20)
+
+
+def test_the_method_forms_on_pipe_and_conn(loop):
+    # pipe.recv()/send() and conn.readuntil()/readexactly() are the streams
+    # functions, reached from the objects as the examples write them.
+    ca, cb = evloop.conn_pair(loop)
+    pa, pb = evloop.Pipe(ca), evloop.Pipe(cb)
+    c1, c2 = evloop.conn_pair(loop)
+
+    async def main() -> tuple[Any, ...]:
+        await pa.send(4, b"frame")
+        got = await pb.recv()
+        c1.write(b"line\r\nrest")
+        line = await c2.readuntil(b"\r\n")
+        rest = await c2.readexactly(4)
+        return got, line, rest
+
+    assert run_until_complete(loop, main()) == ((4, b"frame"), b"line\r\n", b"rest")
+    for c in (ca, c1):
+        c.close()
+    assert loop.run_until(lambda: cb.closed and c2.closed, timeout=5)

@@ -56,7 +56,7 @@ test-c: build test-tools
 test-pure: build
 	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests
 
-$(VENV)/.bench-installed: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(VPY) -m pip install -q -e '.[test,bench]' || echo "warning: bench extras (uvloop, matplotlib) failed to install; the benchmark runs without them"
 	touch $@
 
@@ -64,11 +64,16 @@ $(VENV)/.bench-installed: $(STAMP)
 # which is not part of the installed package: it runs from the source tree).
 BENCH   := PYTHONPATH=bench$(if $(PYTHONPATH),:$(PYTHONPATH)) $(VPY) -m evlbench
 
+# Then the second ring's benchmarks (coroutines, patterns vs pyzmq,
+# sessions), each a script printing one JSON line (bench/second_ring.py).
+SECOND  := $(VPY) bench/second_ring.py
 bench: $(VENV)/.bench-installed
 	$(BENCH) $(BENCH_ARGS)
+	$(SECOND) $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
 
 bench-quick: $(VENV)/.bench-installed
 	$(BENCH) --quick $(BENCH_ARGS)
+	$(SECOND) --quick
 
 # The daemons of issue 12 under redis-benchmark and wrk, against Debian's
 # redis-server and uvloop (+ httptools) peers (bench/daemons/run.py).

@@ -1,0 +1,1154 @@
+# evloop/session/session.py
+#
+# A Session is this messenger's side of a conversation with one peer
+# messenger. It outlives its connections: it owns the priority out-queues,
+# the sequence numbers, the messages sent but not acknowledged, the cookies,
+# the keepalive and the reconnect backoff, and attaches to a fresh
+# connection (a _Link: a Pipe on a Conn, after its handshake) on every
+# (re)connect. Ceph's Pipe is the model; its reader and writer threads are
+# this object's frame callback and its end-of-turn pull.
+#
+# Sending. send() appends (chan, payload) to the queue of its priority and
+# asks for a pull at the end of the turn (Loop.call_before_poll). The pull
+# hands messages to the connection, highest priority first, FIFO within a
+# priority, requeued (replayed) ones before all, while the Conn's write
+# buffer is at or below its high watermark (`window`); when it is not, the
+# pull resumes from Conn.when_writable. So the Conn stays shallow and a
+# message keeps its place in the priority order until it is handed over,
+# which is when it gets its sequence number ("sent"). Messages sent on a
+# lossless session stay in `_sent` until the peer acknowledges them.
+#
+# Receiving. Data frames carry no sequence number: the n-th data frame that
+# arrives on a connection after its handshake is message resume+n, where
+# resume is the in_seq this side announced in that handshake (docs/
+# session.md). Each data frame bumps in_seq before its handler runs (so a
+# handler that raises never causes a redelivery), and one cumulative ACK per
+# turn (or piggy-backed on the next pull) tells the peer how far we got.
+#
+# Faults. When the connection fails, what was sent and not acknowledged is
+# requeued in front of everything (Ceph's requeue_sent) and out_seq rewinds
+# to the last acknowledged number; on the next handshake each side learns
+# the other's in_seq and drops what the peer already has (Ceph's
+# discard_requeued_up_to), so a resumed session neither loses nor duplicates
+# a message. A lossy session is dropped instead and on_reset says how many
+# messages went with it.
+#
+# Invariants: acked <= out_seq; len(_sent) == out_seq - acked on a lossless
+# session with a link, and _sent is empty without one; a frame handed to
+# on_frame by a detached link is never counted (the link's Pipe is switched
+# to a discarding callback before anything else happens on a fault);
+# every timer this object starts is cancelled when it closes.
+from __future__ import annotations
+
+import logging
+from bisect import insort
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..conn import Conn
+from ..errors import (
+    AuthenticationError,
+    BufferFullError,
+    ConnClosedError,
+    ConnectError,
+    InjectedFault,
+    KeepaliveTimeout,
+    ProtocolError,
+    SessionError,
+    SessionProtocolError,
+    SessionReset,
+    TruncatedFrameError,
+)
+from ..future import Future
+from ..loop import Handle, TimerHandle
+from ..pipe import Pipe
+from . import wire
+from .policy import Policy, Throttle
+from .wire import SESSION_CHANNEL
+
+if TYPE_CHECKING:
+    from .messenger import Messenger
+
+__all__ = ["Session", "SessionStatistics", "PRIO_DEFAULT", "PRIO_HIGHEST", "PRIO_LOWEST"]
+
+log = logging.getLogger("evloop")
+
+PRIO_LOWEST = 0
+PRIO_DEFAULT = 127
+PRIO_HIGHEST = 255
+_ACK = wire.ACK
+_pack_ack = wire.pack_ack
+
+# Link states.
+_HELLO_WAIT = 0  # both: waiting for the peer's HELLO
+_CONNECT_WAIT = 1  # acceptor: waiting for CONNECT
+_REPLY_WAIT = 2  # connector: waiting for ACCEPT / WAIT / REFUSE
+_OPEN = 3  # attached to its session
+_CLOSED = 4
+
+CONNECTOR = "connector"
+ACCEPTOR = "acceptor"
+
+
+@dataclass(frozen=True)
+class SessionStatistics:
+    peer: str
+    state: str  # open | connecting | wait | standby | closed
+    out_seq: int  # last sequence number handed to a connection
+    acked: int  # last sequence number the peer acknowledged
+    in_seq: int  # last sequence number received
+    queued: int  # messages not sent yet (including requeued ones)
+    unacked: int  # sent, not acknowledged yet
+    pending_bytes: int  # payload bytes queued or unacknowledged
+    messages_in: int
+    messages_out: int  # handed to a connection (a replayed message counts again)
+    opens: int  # handshakes completed
+    reconnects: int  # opens after the first
+    faults: int
+    remote_resets: int
+    dropped: int  # messages discarded by a lossy fault, a reset or mark_down
+    rtt: float | None  # last keepalive round trip, seconds
+    last_keepalive_ack: float | None  # loop time of the last keepalive ack
+
+
+def _discard_frame(chan: int, payload: Any) -> None:
+    return None
+
+
+class _Link:
+    """One connection of a messenger: a Pipe on a Conn, its handshake, and
+    then its session's frames. See docs/session.md for the handshake."""
+
+    __slots__ = (
+        "m", "conn", "pipe", "role", "session", "peer", "state", "nonce", "peer_nonce",
+        "_timer", "_error", "__weakref__",
+    )  # fmt: skip
+
+    def __init__(self, m: Messenger, conn: Conn, role: str, session: Session | None, peer: str):
+        self.m = m
+        self.conn = conn
+        self.role = role
+        self.session = session  # the dialing session (connector), or once attached
+        self.peer = peer
+        self.state = _HELLO_WAIT
+        self.nonce = wire.new_nonce()
+        self.peer_nonce = b""
+        self._error: BaseException | None = None
+        self.pipe = Pipe(
+            conn,
+            self._on_handshake_frame,
+            on_error=self._on_pipe_error,
+            on_close=self._on_close,
+            max_len=m.max_message,
+        )
+        self._timer: TimerHandle | None = m.loop.call_later(
+            m.handshake_timeout, self._handshake_timeout
+        )
+        m._links.add(self)
+        self.pipe.write_frame(SESSION_CHANNEL, wire.encode_hello(m.key is not None, self.nonce))
+
+    # -- handshake ----------------------------------------------------------
+
+    def _on_handshake_frame(self, chan: int, payload: bytes | bytearray) -> None:
+        if self.state >= _OPEN:
+            return
+        try:
+            if chan != SESSION_CHANNEL:
+                raise SessionProtocolError(
+                    f"data frame on channel {chan} before the session handshake finished",
+                    peer=self.peer,
+                )
+            kind = wire.kind_of(payload, self.peer)
+            if kind == wire.REFUSE:
+                self._refused(payload)
+            elif self.state == _HELLO_WAIT:
+                self._on_hello(kind, payload)
+            elif self.state == _CONNECT_WAIT:
+                self._on_connect(kind, payload)
+            else:
+                self._on_reply(kind, payload)
+        except SessionError as exc:
+            code = wire.REFUSE_AUTH if isinstance(exc, AuthenticationError) else wire.REFUSE_PROTOCOL
+            self.fail(exc, code)
+
+    def _on_hello(self, kind: int, payload: bytes | bytearray) -> None:
+        if kind != wire.HELLO:
+            raise SessionProtocolError(
+                f"expected HELLO, got {wire.KIND_NAMES[kind]}", peer=self.peer
+            )
+        hello = wire.decode_hello(payload, self.peer)
+        if hello.version != wire.VERSION:
+            raise SessionProtocolError(
+                f"peer speaks session protocol version {hello.version}, we speak {wire.VERSION}",
+                peer=self.peer,
+            )
+        ours = self.m.key is not None
+        if hello.has_key != ours:
+            raise AuthenticationError(
+                "authentication mismatch: "
+                + ("we require a shared key and the peer has none" if ours else
+                   "the peer requires a shared key and we have none"),
+                peer=self.peer,
+            )  # fmt: skip
+        self.peer_nonce = hello.nonce
+        if self.role == CONNECTOR:
+            s = self.session
+            assert s is not None
+            self.pipe.write_frame(
+                SESSION_CHANNEL,
+                wire.encode_connect(
+                    s.cookie, s.peer_cookie, s.in_seq, s.policy.lossy, self.m.type,
+                    self.m.address, self.m.key, self.peer_nonce, self.nonce,
+                ),
+            )  # fmt: skip
+            self.state = _REPLY_WAIT
+        else:
+            self.state = _CONNECT_WAIT
+
+    def _on_connect(self, kind: int, payload: bytes | bytearray) -> None:
+        if kind != wire.CONNECT:
+            raise SessionProtocolError(
+                f"expected CONNECT, got {wire.KIND_NAMES[kind]}", peer=self.peer
+            )
+        c = wire.decode_connect(payload, self.peer)
+        if not wire.check_mac(
+            self.m.key, b"C", self.nonce, self.peer_nonce, c.body, c.proof, self.peer
+        ):
+            raise AuthenticationError(
+                f"peer claiming to be {c.address!r} failed authentication (wrong key)",
+                peer=c.address,
+            )
+        self.peer = c.address
+        self.m._accept(self, c)
+
+    def _on_reply(self, kind: int, payload: bytes | bytearray) -> None:
+        s = self.session
+        assert s is not None
+        if kind == wire.ACCEPT:
+            a = wire.decode_accept(payload, self.peer)
+            if not wire.check_mac(
+                self.m.key, b"A", self.nonce, self.peer_nonce, a.body, a.proof, self.peer
+            ):
+                raise AuthenticationError(
+                    f"peer at {self.peer} failed authentication (wrong key)", peer=self.peer
+                )
+            s._accepted(self, a)
+        elif kind == wire.WAIT:
+            body, proof = wire.decode_wait(payload, self.peer)
+            if not wire.check_mac(self.m.key, b"W", self.nonce, self.peer_nonce, body, proof, self.peer):
+                raise AuthenticationError(
+                    f"peer at {self.peer} failed authentication (wrong key)", peer=self.peer
+                )
+            self._lost(None, quiet=True)
+            self.conn.close()
+            s._told_to_wait()
+        else:
+            raise SessionProtocolError(
+                f"expected ACCEPT or WAIT, got {wire.KIND_NAMES[kind]}", peer=self.peer
+            )
+
+    def _refused(self, payload: bytes | bytearray) -> None:
+        code, reason = wire.decode_refuse(payload, self.peer)
+        exc: SessionError
+        if code in (wire.REFUSE_AUTH, wire.REFUSE_KEY_MISMATCH):
+            exc = AuthenticationError(f"peer refused us: {reason}", peer=self.peer)
+        else:
+            exc = SessionProtocolError(f"peer refused us: {reason}", peer=self.peer)
+        exc.refused_by_peer = True  # type: ignore[attr-defined]
+        self.fail(exc, None)
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.state < _OPEN:
+            exc = ConnectError(
+                f"session handshake with {self.peer or 'a peer'} not finished within"
+                f" {self.m.handshake_timeout:g} s"
+            )
+            exc.__cause__ = TimeoutError("handshake timed out")
+            self.fail(exc, wire.REFUSE_PROTOCOL)
+
+    def send_control(self, payload: bytes) -> None:
+        """Write a control frame, unless the connection is going away."""
+        if not self.conn.closing:
+            self.pipe.write_frame(SESSION_CHANNEL, payload)
+
+    # -- failure and close --------------------------------------------------
+
+    def fail(self, exc: BaseException, refuse: int | None) -> None:
+        """End this link because of exc: tell the peer why (REFUSE) when that
+        still makes sense, and report it where it belongs."""
+        if self.state == _CLOSED:
+            return
+        self._error = exc
+        self._lost(exc)
+        conn = self.conn
+        if refuse is not None and not conn.closing and not conn.write_failed:
+            try:
+                self.pipe.write_frame(SESSION_CHANNEL, wire.encode_refuse(refuse, str(exc)))
+            except (ConnClosedError, BufferFullError):
+                conn.abort(exc)
+                return
+            conn.close()  # flush the REFUSE, then close
+        else:
+            conn.abort(exc)
+
+    def _on_pipe_error(self, exc: BaseException) -> None:
+        # The Pipe aborts the Conn after this; on_close follows.
+        self._error = exc
+
+    def _on_close(self, exc: BaseException | None) -> None:
+        self.m._links.discard(self)
+        self._lost(self._error or exc)
+
+    def _lost(self, exc: BaseException | None, quiet: bool = False) -> None:
+        """The link is over (once): tell whoever depends on it."""
+        state = self.state
+        if state == _CLOSED:
+            return
+        self.state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if quiet:
+            return
+        s = self.session
+        if state == _OPEN:
+            if s is not None and s._link is self:
+                s._link_lost(self, exc)
+        elif self.role == CONNECTOR:
+            if s is not None:
+                s._dial_failed(self, exc)
+        elif exc is not None:
+            self.m._report(exc)
+
+    @property
+    def closed(self) -> bool:
+        return self.state == _CLOSED
+
+    def detach(self) -> None:
+        """Take this link away from its session without telling anyone: its
+        remaining frames are discarded, its Conn aborted."""
+        self.state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.pipe.on_frame = _discard_frame
+        self.conn.abort()
+
+    def __repr__(self) -> str:
+        names = ("hello", "connect", "reply", "open", "closed")
+        return f"<_Link {self.role} {self.peer or '?'} {names[self.state]}>"
+
+
+class Session:
+    """This messenger's side of a session with one peer (see the module
+    header). Made by the Messenger: `messenger.connect(dest)`,
+    `send_message(dest, ...)`, or an accepted connection."""
+
+    def __init__(self, m: Messenger, peer: str, policy: Policy, *, local: bool = False):
+        self._m = m
+        self._loop = m.loop
+        self.peer = peer
+        self.policy = policy
+        self.peer_type: str | None = m.type if local else None
+        self.local = local
+        self.cookie = wire.new_cookie()
+        self.peer_cookie = 0
+        self.out_seq = 0
+        self.acked = 0
+        self.in_seq = 0
+        self._in_acked = 0  # the in_seq the peer knows we reached
+        self._queues: dict[int, deque[tuple[int, bytes]]] = {}
+        self._prios: list[int] = []  # negated priorities with a non-empty queue, ascending
+        self._replay: deque[tuple[int, bytes]] = deque()
+        self._sent: deque[tuple[int, bytes]] = deque()
+        self._pending_bytes = 0
+        self._pending_msgs = 0
+        self._link: _Link | None = None
+        self._connector: _Link | None = None
+        self._dialing = 0  # the epoch of a connect in flight, 0 for none
+        self._epoch = 0
+        self._retry: TimerHandle | None = None
+        self._waiting = False  # told WAIT: the peer dials us
+        self._backoff = 0.0
+        self._pull_pending = False
+        self._ack_pending = False
+        self._writable_handle: Handle | None = None
+        self._writable_waiters: list[Handle] = []
+        self._ka_timer: TimerHandle | None = None
+        self._last_heard = 0.0
+        self._heard_bytes = -1
+        self._last_active = 0.0
+        self._active_mark = -1
+        self._throttle: Throttle | None = m._throttle_for(policy)
+        self._throttled = False
+        self.closed = False
+        self._in_base = 0
+        self.messages_out = 0
+        self.opens = 0
+        self.faults = 0
+        self.remote_resets = 0
+        self.dropped = 0
+        self.rtt: float | None = None
+        self.last_keepalive_ack: float | None = None
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self.closed:
+            return "closed"
+        if self._link is not None or self.local:
+            return "open"
+        if self._waiting:
+            return "wait"
+        if self._dialing or self._connector is not None or self._retry is not None:
+            return "connecting"
+        return "standby"
+
+    @property
+    def is_connected(self) -> bool:
+        return self.local or self._link is not None
+
+    @property
+    def conn(self) -> Conn | None:
+        """The Conn of the open connection, if any."""
+        return self._link.conn if self._link is not None else None
+
+    @property
+    def queued(self) -> int:
+        return self._pending_msgs - len(self._sent)
+
+    @property
+    def writable(self) -> bool:
+        """False while more than the messenger's `high_water` payload bytes
+        are queued or unacknowledged: a producer should wait (when_writable)."""
+        return self._pending_bytes <= self._m.high_water and not self.closed
+
+    def when_writable(self, fn: Callable[[], Any]) -> Handle:
+        """fn() once, from a fresh loop callback, when the pending bytes fell
+        to the messenger's low_water (at once if writable), or the session
+        closed."""
+        if self.closed or self._pending_bytes <= self._m.high_water:
+            return self._loop.call_soon(fn)
+        h = Handle(self._loop, fn, ())
+        self._writable_waiters.append(h)
+        return h
+
+    def _wake_writers(self) -> None:
+        waiters, self._writable_waiters = self._writable_waiters, []
+        for h in waiters:
+            if not h.cancelled:
+                self._loop.call_soon(h._fn)
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, chan: int, data: bytes | bytearray | memoryview, priority: int | None = None) -> None:
+        """Queue one message; never blocks. The payload is copied unless it
+        is bytes (it is kept for replay). ValueError for a channel outside
+        0..65533, an empty payload or one above max_message, or a priority
+        outside 0..255; TypeError for a payload that is not bytes-like;
+        BufferFullError past the messenger's send_cap; ConnClosedError once
+        the session is closed (marked down, reset by a lossy fault, or its
+        messenger closed)."""
+        if type(data) is not bytes:
+            if isinstance(data, str):
+                raise TypeError("a message payload must be bytes-like, got str")
+            try:
+                data = bytes(memoryview(data))
+            except TypeError:
+                raise TypeError(
+                    f"a message payload must be bytes-like, got {type(data).__name__}"
+                ) from None
+        n = len(data)
+        m = self._m
+        if type(chan) is not int or not 0 <= chan < SESSION_CHANNEL:
+            raise ValueError(
+                f"channel must be an int in 0..{SESSION_CHANNEL - 1}, got {chan!r}"
+                f" ({SESSION_CHANNEL} and 65535 are reserved)"
+            )
+        if not 0 < n <= m.max_message:
+            raise ValueError(
+                f"payload of {n} bytes on channel {chan}: must be 1..{m.max_message}"
+            )
+        if priority is None:
+            priority = m.default_priority
+        elif type(priority) is not int or not PRIO_LOWEST <= priority <= PRIO_HIGHEST:
+            raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
+        if self.closed:
+            raise ConnClosedError(f"session with {self.peer} is closed")
+        if self._pending_bytes + n > m.send_cap:
+            raise BufferFullError(
+                f"message of {n} bytes refused: {self._pending_bytes} bytes pending for"
+                f" {self.peer}, send_cap is {m.send_cap}"
+            )
+        q = self._queues.get(priority)
+        if q is None:
+            q = self._queues[priority] = deque()
+        if not q:
+            insort(self._prios, -priority)
+        q.append((chan, data))
+        self._pending_bytes += n
+        self._pending_msgs += 1
+        if not self._pull_pending:
+            if self._link is not None:
+                self._pull_pending = True
+                self._loop.call_before_poll(self._pull)
+            elif self.local:
+                self._pull_pending = True
+                self._loop.call_soon(self._local_pull)
+            else:
+                self._kick()
+
+    def _next_queue(self) -> deque[tuple[int, bytes]] | None:
+        """The highest-priority non-empty queue (empty ones are forgotten)."""
+        prios = self._prios
+        while prios:
+            q = self._queues[-prios[0]]
+            if q:
+                return q
+            del prios[0]
+        return None
+
+    def _pull(self) -> None:
+        """Hand queued messages to the connection, highest priority first,
+        while its write buffer is within the window (see the module header)."""
+        self._pull_pending = False
+        link = self._link
+        if link is None:
+            return
+        conn = link.conn
+        if conn.closing:
+            return
+        pipe = link.pipe
+        if self.in_seq > self._in_acked:
+            # Piggy-back the ack on this write: one control frame per turn.
+            self._in_acked = self.in_seq
+            pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
+        w = conn.write_buffer
+        hw = conn.high_water
+        write = pipe.write_frame
+        lossless = not self.policy.lossy
+        sent_append = self._sent.append
+        m = self._m
+        cap = m._inject_left if m.inject_socket_failures else -1
+        n = 0
+        nbytes = 0
+        q: deque[tuple[int, bytes]] | None = self._replay
+        if not q:
+            q = self._next_queue()
+        while q is not None:
+            if lossless:
+                while q and w.size <= hw and n != cap:
+                    msg = q.popleft()
+                    write(msg[0], msg[1])
+                    sent_append(msg)
+                    n += 1
+            else:
+                while q and w.size <= hw and n != cap:
+                    msg = q.popleft()
+                    write(msg[0], msg[1])
+                    nbytes += len(msg[1])
+                    n += 1
+            if q or w.size > hw or n == cap:
+                break
+            q = self._next_queue()
+        self.out_seq += n
+        self.messages_out += n
+        if not lossless and n:
+            self._pending_bytes -= nbytes
+            self._pending_msgs -= n
+            if self._writable_waiters and self._pending_bytes <= m.low_water:
+                self._wake_writers()
+        if cap > 0:
+            m._inject_left -= n
+            if m._inject_left == 0:
+                m._inject_left = m.inject_socket_failures
+                m.injected += 1
+                self._inject_fault(link)
+                return
+        if (self._replay or self._prios) and self._writable_handle is None:
+            self._writable_handle = pipe.when_writable(self._on_writable)
+
+    def _inject_fault(self, link: _Link) -> None:
+        """The inject_socket_failures fault: the session sees its connection
+        fail now; the socket is shut down the way Ceph's injection does it
+        (what was written still reaches the peer, then EOF), so every
+        injected fault makes progress."""
+        self._link_lost(
+            link,
+            InjectedFault(
+                f"injected socket failure after {self._m.inject_socket_failures} messages",
+                peer=self.peer,
+            ),
+        )
+        conn = link.conn
+        if not conn.closing:
+            conn.shutdown_write()
+            # Reading goes on (discarded) until the peer closes; a peer that
+            # never does is cut off.
+            conn.set_idle_timeout(self._m.handshake_timeout)
+
+    def _on_writable(self) -> None:
+        self._writable_handle = None
+        if not self._pull_pending:
+            self._pull()
+
+    def _local_pull(self) -> None:
+        """Local delivery (a message to our own address): the same queues and
+        order, delivered from the loop's ready queue, a bounded run per turn.
+        # swap: an in-process pipe pair (mempipe) can replace this path."""
+        self._pull_pending = False
+        if self.closed:
+            return
+        dispatch = self._m._dispatch
+        budget = self._loop.quantum
+        while budget:
+            q = self._next_queue()
+            if q is None:
+                break
+            chan, data = q.popleft()
+            budget -= 1
+            self._pending_bytes -= len(data)
+            self._pending_msgs -= 1
+            self.out_seq += 1
+            self.acked += 1
+            self.messages_out += 1
+            self.in_seq += 1
+            try:
+                dispatch(self, chan, data)
+            except Exception as exc:
+                self._loop.call_exception_handler(exc, dispatch)
+            if self.closed:
+                return
+        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
+            self._wake_writers()
+        if self._prios and self._next_queue() is not None:
+            self._pull_pending = True
+            self._loop.call_soon(self._local_pull)
+
+    # -- receiving ----------------------------------------------------------
+
+    def _on_frame(self, chan: int, payload: bytes | bytearray) -> None:
+        if chan == SESSION_CHANNEL:
+            self._on_control(payload)
+            return
+        self.in_seq += 1
+        if not self._ack_pending:
+            self._ack_pending = True
+            self._loop.call_before_poll(self._flush_ack)
+        th = self._throttle
+        if th is None:
+            self._m._dispatch(self, chan, payload)
+            return
+        n = len(payload)
+        th.take(n)
+        try:
+            r = self._m._dispatch(self, chan, payload)
+        except BaseException:
+            th.put(n)
+            raise
+        if isinstance(r, Future) and not r.done():
+            # Held until the handler's Future is done.
+            r.add_done_callback(lambda _f: th.put(n))
+        else:
+            th.put(n)
+        if th.exhausted and not self._throttled:
+            self._throttle_pause()
+
+    def _throttle_pause(self) -> None:
+        assert self._throttle is not None
+        self._throttled = True
+        if self._link is not None:
+            self._link.pipe.pause_reading()
+        self._throttle.wait(self._throttle_resume)
+
+    def _throttle_resume(self) -> None:
+        self._throttled = False
+        self._last_heard = self._loop.time()  # we were not listening
+        if self._link is not None and not self._link.conn.closing:
+            self._link.pipe.resume_reading()
+
+    def _flush_ack(self) -> None:
+        self._ack_pending = False
+        link = self._link
+        if link is not None and self.in_seq > self._in_acked and not link.conn.closing:
+            self._in_acked = self.in_seq
+            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
+
+    def _on_control(self, payload: bytes | bytearray) -> None:
+        link = self._link
+        assert link is not None
+        peer = self.peer
+        try:
+            kind = wire.kind_of(payload, peer)
+            if kind == wire.ACK:
+                self._on_ack(wire.decode_u64(payload, peer))
+            elif kind == wire.KEEPALIVE:
+                stamp = wire.decode_u64(payload, peer)
+                link.send_control(wire.encode_u64(wire.KEEPALIVE_ACK, stamp))
+            elif kind == wire.KEEPALIVE_ACK:
+                stamp = wire.decode_u64(payload, peer)
+                now = self._loop.time()
+                sent_at = stamp / 1e9
+                if sent_at > now + 1e-6:
+                    raise SessionProtocolError(
+                        f"KEEPALIVE_ACK echoes a time {sent_at:.6f} s that is in our future"
+                        f" (now {now:.6f} s)",
+                        peer=peer,
+                    )
+                self.rtt = max(0.0, now - sent_at)
+                self.last_keepalive_ack = now
+            elif kind == wire.CLOSE:
+                wire.decode_close(payload, peer)
+                self._peer_closed()
+            else:
+                raise SessionProtocolError(
+                    f"{wire.KIND_NAMES[kind]} on an open session", peer=peer
+                )
+        except SessionError as exc:
+            link.fail(exc, wire.REFUSE_PROTOCOL)
+
+    def _on_ack(self, seq: int) -> None:
+        acked = self.acked
+        if seq <= acked:
+            if seq == acked:
+                return  # already known (an ack that crossed a resume)
+            raise SessionProtocolError(
+                f"ACK {seq} goes backwards: {acked} was already acknowledged", peer=self.peer
+            )
+        if seq > self.out_seq:
+            raise SessionProtocolError(
+                f"ACK {seq} for messages never sent: only {self.out_seq} were", peer=self.peer
+            )
+        k = seq - acked
+        self.acked = seq
+        if self.policy.lossy:
+            return
+        sent = self._sent
+        nb = 0
+        popleft = sent.popleft
+        for _ in range(k):
+            nb += len(popleft()[1])
+        self._pending_bytes -= nb
+        self._pending_msgs -= k
+        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
+            self._wake_writers()
+
+    # -- connection lifecycle -------------------------------------------------
+
+    def _kick(self) -> None:
+        """Something is to be sent and there is no connection: dial, unless
+        this side never dials or a dial is already under way."""
+        if self.closed or self.policy.server or self._link is not None:
+            return
+        if self._dialing or self._connector is not None or self._retry is not None:
+            return
+        if self._waiting:
+            return  # the peer dials us; the WAIT timer is armed
+        self._dial()
+
+    def _dial(self) -> None:
+        self._retry = None
+        if self.closed or self._link is not None or self._dialing or self._connector:
+            return
+        self._waiting = False
+        self._epoch += 1
+        self._dialing = self._epoch
+        self._m._dial(self.peer, self._dialed, self._epoch)
+
+    def _dialed(self, epoch: int, conn: Conn | None, exc: BaseException | None) -> None:
+        if epoch != self._dialing or self.closed or self._link is not None:
+            if conn is not None:
+                conn.abort()
+            return
+        self._dialing = 0
+        if conn is None:
+            self._dial_failed(None, exc)
+            return
+        self._connector = _Link(self._m, conn, CONNECTOR, self, self.peer)
+
+    def _abandon_dial(self) -> None:
+        """The peer's connection won the race: drop our own attempt."""
+        self._dialing = 0
+        link, self._connector = self._connector, None
+        if link is not None:
+            link.detach()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    @property
+    def _is_dialing(self) -> bool:
+        return bool(self._dialing) or self._connector is not None
+
+    def _dial_failed(self, link: _Link | None, exc: BaseException | None) -> None:
+        if link is not None and link is not self._connector:
+            return
+        self._connector = None
+        if self.closed:
+            return
+        if exc is None:
+            exc = ConnectError(f"{self.peer} closed the connection during the session handshake")
+        if _is_protocol_error(exc) and not getattr(exc, "refused_by_peer", False):
+            self._m._report(exc)
+        if isinstance(exc, AuthenticationError):
+            self._refused(exc)
+            return
+        if self.policy.lossy:
+            self._drop_lossy(exc)
+            return
+        m = self._m
+        self._backoff = (
+            m.initial_backoff if self._backoff == 0 else min(self._backoff * 2, m.max_backoff)
+        )
+        self._retry = self._loop.call_later(self._backoff, self._dial)
+
+    def _told_to_wait(self) -> None:
+        """The peer's own dial wins the race: it will connect to us. Retry
+        after max_backoff in case it never does."""
+        self._connector = None
+        if self.closed or self._link is not None:
+            return
+        self._waiting = True
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = self._loop.call_later(self._m.max_backoff, self._dial)
+
+    def _refused(self, exc: BaseException) -> None:
+        dropped = self._discard_all()
+        self._m._close_session(self)
+        err = SessionReset(
+            f"session with {self.peer} refused: {exc}; {dropped} messages dropped",
+            peer=self.peer,
+            dropped=dropped,
+        )
+        err.__cause__ = exc
+        self._m._notify("on_refused", self, err)
+
+    def _accept_link(self, link: _Link, c: wire.Connect) -> None:
+        """Acceptor side: CONNECT verified; decide resume or new pair."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._waiting = False
+        resumed = (
+            not self.policy.lossy
+            and self.peer_cookie != 0
+            and self.peer_cookie == c.cookie
+            and c.known == self.cookie
+        )
+        reset = self.peer_cookie != 0 and self.peer_cookie != c.cookie
+        self.peer_type = c.peer_type
+        try:
+            if resumed:
+                self._resume_from(c.in_seq)
+        except SessionProtocolError as exc:
+            link.fail(exc, wire.REFUSE_PROTOCOL)
+            return
+        dropped = self._new_pair(c.cookie, reset) if not resumed else 0
+        link.send_control(
+            wire.encode_accept(
+                self.cookie, self.in_seq, resumed, self._m.key, link.peer_nonce, link.nonce
+            )
+        )
+        self._attach(link, resumed, reset, dropped)
+
+    def _accepted(self, link: _Link, a: wire.Accept) -> None:
+        """Connector side: the acceptor's verdict arrived."""
+        if link is not self._connector:
+            return
+        self._connector = None
+        if a.resumed:
+            if self.peer_cookie == 0 or a.cookie != self.peer_cookie:
+                link.fail(
+                    SessionProtocolError(
+                        "ACCEPT resumes a session we never had with this peer", peer=self.peer
+                    ),
+                    wire.REFUSE_PROTOCOL,
+                )
+                return
+            try:
+                self._resume_from(a.in_seq)
+            except SessionProtocolError as exc:
+                link.fail(exc, wire.REFUSE_PROTOCOL)
+                return
+            self._attach(link, True, False, 0)
+        else:
+            reset = self.peer_cookie != 0
+            dropped = self._new_pair(a.cookie, reset)
+            self._attach(link, False, reset, dropped)
+
+    def _resume_from(self, peer_in_seq: int) -> None:
+        """Drop what the peer already has (Ceph's discard_requeued_up_to);
+        the next message sent is peer_in_seq + 1."""
+        k = peer_in_seq - self.acked
+        if k < 0 or k > len(self._replay):
+            raise SessionProtocolError(
+                f"peer resumes after message {peer_in_seq}, but we hold"
+                f" {self.acked + 1}..{self.acked + len(self._replay)} (acked {self.acked})",
+                peer=self.peer,
+            )
+        replay = self._replay
+        nb = 0
+        for _ in range(k):
+            nb += len(replay.popleft()[1])
+        self._pending_bytes -= nb
+        self._pending_msgs -= k
+        self.acked = self.out_seq = peer_in_seq
+        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
+            self._wake_writers()
+
+    def _new_pair(self, peer_cookie: int, reset: bool) -> int:
+        """A new session pair: numbering restarts at 1 both ways. If the peer
+        restarted (reset), what was queued for its old incarnation is
+        discarded under resetcheck, else replayed. Returns the dropped count."""
+        dropped = 0
+        if reset:
+            self.remote_resets += 1
+            if self.policy.resetcheck:
+                dropped = self._discard_all()
+        self.peer_cookie = peer_cookie
+        self._in_base += self.in_seq
+        self.in_seq = self._in_acked = 0
+        self.acked = self.out_seq = 0
+        return dropped
+
+    def _attach(self, link: _Link, resumed: bool, reset: bool, dropped: int) -> None:
+        link.state = _OPEN
+        link.session = self
+        if link._timer is not None:
+            link._timer.cancel()
+            link._timer = None
+        self._link = link
+        self._waiting = False
+        self._backoff = 0.0
+        self._in_acked = self.in_seq
+        link.pipe.on_frame = self._on_frame
+        if self._throttled:
+            link.pipe.pause_reading()
+        self.opens += 1
+        now = self._loop.time()
+        self._last_heard = self._last_active = now
+        self._heard_bytes = -1
+        self._start_ticks()
+        if self._replay or self._prios:
+            self._pull_pending = True
+            self._loop.call_before_poll(self._pull)
+        m = self._m
+        m._notify("on_open", self, resumed)
+        if reset:
+            m._notify("on_remote_reset", self, dropped)
+
+    def _detach(self) -> _Link | None:
+        """Forget the open link: requeue what it did not get acknowledged."""
+        link, self._link = self._link, None
+        if link is None:
+            return None
+        link.state = _CLOSED
+        link.pipe.on_frame = _discard_frame
+        if self._ka_timer is not None:
+            self._ka_timer.cancel()
+            self._ka_timer = None
+        if self._writable_handle is not None:
+            self._writable_handle.cancel()
+            self._writable_handle = None
+        sent = self._sent
+        if sent:
+            self._replay.extendleft(reversed(sent))
+            sent.clear()
+        self.out_seq = self.acked
+        return link
+
+    def _link_lost(self, link: _Link, exc: BaseException | None, *, replaced: bool = False) -> None:
+        """The open connection failed (Ceph's fault()). The caller owns the
+        Conn (it is closed, or about to be); a replaced link is aborted here."""
+        if link is not self._link:
+            return
+        self._detach()
+        if replaced:
+            link.conn.abort()
+        self.faults += 1
+        m = self._m
+        if exc is None:
+            exc = ConnectionResetError(f"{self.peer} closed the connection")
+        protocol = _is_protocol_error(exc)
+        if protocol and not getattr(exc, "refused_by_peer", False):
+            m._report(exc)
+        if self.policy.lossy:
+            self._drop_lossy(exc)
+            return
+        m._notify("on_fault", self, exc)
+        if self.closed or replaced:
+            return
+        if self.policy.server or (self.policy.standby and not (self._replay or self._prios)):
+            return  # standby: wait for the peer, or for something to send
+        if protocol:
+            # A peer that broke the protocol is not redialed at once.
+            self._backoff = m.initial_backoff
+            self._retry = self._loop.call_later(self._backoff, self._dial)
+            return
+        self._dial()  # the first reconnect after a fault is immediate
+
+    def _peer_closed(self) -> None:
+        """The peer closed the connection in order (idle or shutdown)."""
+        link = self._detach()
+        if link is None:
+            return
+        link.conn.close()
+        if (self._replay or self._prios) and not self.policy.server and not self.closed:
+            self._backoff = self._m.initial_backoff
+            self._retry = self._loop.call_later(self._backoff, self._dial)
+
+    def _drop_lossy(self, exc: BaseException) -> None:
+        dropped = self._discard_all()
+        self._m._close_session(self)
+        err = SessionReset(
+            f"lossy session with {self.peer} failed: {exc}; {dropped} messages dropped",
+            peer=self.peer,
+            dropped=dropped,
+        )
+        err.__cause__ = exc
+        self._m._notify("on_reset", self, err)
+
+    def _discard_all(self) -> int:
+        n = self._pending_msgs
+        self._replay.clear()
+        self._sent.clear()
+        for q in self._queues.values():
+            q.clear()
+        self._prios.clear()
+        self._pending_bytes = 0
+        self._pending_msgs = 0
+        self.dropped += n
+        if self._writable_waiters:
+            self._wake_writers()
+        return n
+
+    # -- keepalive and idle -----------------------------------------------------
+
+    def _start_ticks(self) -> None:
+        m = self._m
+        period = m.keepalive_interval or (m.idle_timeout / 4 if m.idle_timeout else None)
+        if period:
+            self._ka_timer = self._loop.call_later(period, self._tick)
+
+    def _tick(self) -> None:
+        self._ka_timer = None
+        link = self._link
+        if link is None or self.closed:
+            return
+        m = self._m
+        loop = self._loop
+        now = loop.time()
+        heard = link.conn.bytes_in
+        if heard != self._heard_bytes or self._throttled:
+            self._heard_bytes = heard
+            self._last_heard = now
+        active = self.in_seq + self.out_seq + self._in_base + self.messages_out
+        if active != self._active_mark:
+            self._active_mark = active
+            self._last_active = now
+        iv = m.keepalive_interval
+        if iv:
+            window = iv * m.keepalive_misses
+            if now - self._last_heard >= window - 1e-9:
+                link.fail(
+                    KeepaliveTimeout(
+                        f"{self.peer} sent nothing for {now - self._last_heard:g} s"
+                        f" ({m.keepalive_misses} keepalive intervals of {iv:g} s)",
+                        peer=self.peer,
+                        timeout=window,
+                    ),
+                    None,
+                )
+                return
+        if m.idle_timeout and now - self._last_active >= m.idle_timeout - 1e-9:
+            self._idle_close()
+            return
+        if iv:
+            link.send_control(wire.encode_u64(wire.KEEPALIVE, max(0, int(now * 1e9))))
+        period = iv or (m.idle_timeout / 4 if m.idle_timeout else None)
+        if period:
+            self._ka_timer = loop.call_later(period, self._tick)
+
+    def _idle_close(self) -> None:
+        link = self._detach()
+        if link is None:
+            return
+        link.send_control(wire.encode_close(wire.CLOSE_IDLE))
+        link.conn.close()
+        self._m.idle_closes += 1
+
+    # -- ending ---------------------------------------------------------------
+
+    def mark_down(self) -> int:
+        """Drop the session now: close its connection, discard every queued
+        and unacknowledged message (returns how many), forget the peer. No
+        callback is called. The next send to the peer starts a new session,
+        and the peer sees a reset when it reconnects."""
+        if self.closed:
+            return 0
+        n = self._discard_all()
+        self._m._close_session(self)
+        return n
+
+    def _close(self, *, graceful: bool = False) -> None:
+        """Release everything (the messenger's side of mark_down/close)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._dialing = 0
+        link = self._detach()
+        if link is not None:
+            if graceful and not link.conn.closing:
+                link.send_control(wire.encode_close(wire.CLOSE_SHUTDOWN))
+                link.conn.close()
+            else:
+                link.conn.abort()
+        conn_link, self._connector = self._connector, None
+        if conn_link is not None:
+            conn_link.detach()
+        if self._throttle is not None:
+            self._throttle.forget(self._throttle_resume)
+        self._wake_writers()
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(
+            peer=self.peer,
+            state=self.state,
+            out_seq=self.out_seq,
+            acked=self.acked,
+            in_seq=self.in_seq,
+            queued=self._pending_msgs - len(self._sent),
+            unacked=len(self._sent),
+            pending_bytes=self._pending_bytes,
+            messages_in=self._in_base + self.in_seq,
+            messages_out=self.messages_out,
+            opens=self.opens,
+            reconnects=max(0, self.opens - 1),
+            faults=self.faults,
+            remote_resets=self.remote_resets,
+            dropped=self.dropped,
+            rtt=self.rtt,
+            last_keepalive_ack=self.last_keepalive_ack,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.peer} {self.state} out={self.out_seq} acked={self.acked}"
+            f" in={self.in_seq} queued={self.queued}>"
+        )
+
+
+def _is_protocol_error(exc: BaseException) -> bool:
+    """A peer that broke the protocol (or failed authentication), as opposed
+    to a connection that merely failed."""
+    if isinstance(exc, (SessionProtocolError, AuthenticationError)):
+        return True
+    return isinstance(exc, ProtocolError) and not isinstance(exc, TruncatedFrameError)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
 from .errors import (
+    AuthenticationError,
     BufferFullError,
     CancelledError,
     ConnClosedError,
@@ -13,7 +14,9 @@ from .errors import (
     EvloopError,
     FdPassingError,
     IdleTimeoutError,
+    InjectedFault,
     InvalidStateError,
+    KeepaliveTimeout,
     LoopClosedError,
     LoopRunningError,
     PoolClosedError,
@@ -22,6 +25,9 @@ from .errors import (
     RemoteError,
     RequestCancelled,
     RequestTimeout,
+    SessionError,
+    SessionProtocolError,
+    SessionReset,
     SpawnError,
     TruncatedFrameError,
     UnroutableFrame,
@@ -41,6 +47,15 @@ from .server import (
     listen_tcp,
     listen_unix,
 )
+from .session import (
+    SESSION_CHANNEL,
+    Messenger,
+    MessengerStatistics,
+    Policy,
+    Session,
+    SessionStatistics,
+    Throttle,
+)
 from .spawn import Worker, spawn
 
 __version__ = "0.1.0"
@@ -54,4 +69,7 @@ __all__ = [
     "ReadLimitError", "IdleTimeoutError", "FdPassingError", "ConnectError", "ProtocolError", "TruncatedFrameError", "UnroutableFrame", "WorkerError", "SpawnError",
     "WorkerCrashed", "RemoteError", "RequestTimeout", "PoolClosedError", "RequestCancelled",
     "InvalidStateError", "CancelledError", "Future",
+    "Messenger", "MessengerStatistics", "Session", "SessionStatistics", "Policy", "Throttle",
+    "SESSION_CHANNEL", "SessionError", "SessionProtocolError", "AuthenticationError",
+    "KeepaliveTimeout", "SessionReset", "InjectedFault",
 ]  # fmt: skip

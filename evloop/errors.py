@@ -169,11 +169,14 @@ class PoolClosedError(WorkerError, RuntimeError):
 class SessionError(EvloopError):
     """Root of the errors of evloop.session (messengers and their lossless
     sessions). `peer` names the peer's messenger address when it is known
-    (an empty string before a handshake said who it is)."""
+    (an empty string before a handshake said who it is). `refused_by_peer`
+    is True when the error is the peer's REFUSE of our handshake (the peer
+    found the fault) rather than something we found ourselves."""
 
     def __init__(self, msg: str, *, peer: str = ""):
         super().__init__(msg)
         self.peer = peer
+        self.refused_by_peer = False
 
 
 class SessionProtocolError(SessionError, ValueError):

@@ -146,7 +146,9 @@ def sender(frames: int, fail_every: int, size: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=100_000)
-    ap.add_argument("--fail-every", type=int, default=1000, help="inject a fault every K messages (0: never)")
+    ap.add_argument(
+        "--fail-every", type=int, default=1000, help="inject a fault every K messages (0: never)"
+    )
     ap.add_argument("--size", type=int, default=64, help="payload bytes per message (>= 8)")
     ap.add_argument("--role", choices=("sender", "receiver"), default="sender")
     args = ap.parse_args()

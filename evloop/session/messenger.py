@@ -51,7 +51,7 @@ __all__ = ["Messenger", "MessengerStatistics", "parse_address", "MessageHandler"
 
 log = logging.getLogger("evloop")
 
-MessageHandler = Callable[[Session, int, bytes], Any]
+MessageHandler = Callable[[Session, int, bytes | bytearray], Any]
 
 
 def parse_address(address: str) -> tuple[str, Any]:
@@ -91,10 +91,14 @@ class MessengerStatistics:
 def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        value > 0 and math.isfinite(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 and math.isfinite(value))
     ):
-        raise ValueError(f"{name} must be a finite number > 0{' or None' if allow_none else ''}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number > 0{' or None' if allow_none else ''}, got {value!r}"
+        )
 
 
 class Messenger:
@@ -229,7 +233,9 @@ class Messenger:
                 )
                 self.address = _format_tcp(host, self._server.port)
             else:
-                self._server = listen_unix(loop, where, self._on_conn, conn_kwargs=self._conn_kwargs)
+                self._server = listen_unix(
+                    loop, where, self._on_conn, conn_kwargs=self._conn_kwargs
+                )
                 self.address = address
         loop.adopt(self)
 
@@ -377,7 +383,12 @@ class Messenger:
 
     # -- connections ----------------------------------------------------------------
 
-    def _dial(self, dest: str, callback: Callable[[int, Conn | None, BaseException | None], Any], epoch: int) -> None:
+    def _dial(
+        self,
+        dest: str,
+        callback: Callable[[int, Conn | None, BaseException | None], Any],
+        epoch: int,
+    ) -> None:
         kind, where = parse_address(dest)
 
         def done(conn: Conn | None, exc: BaseException | None) -> None:

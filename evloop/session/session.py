@@ -170,7 +170,9 @@ class _Link:
             else:
                 self._on_reply(kind, payload)
         except SessionError as exc:
-            code = wire.REFUSE_AUTH if isinstance(exc, AuthenticationError) else wire.REFUSE_PROTOCOL
+            code = (
+                wire.REFUSE_AUTH if isinstance(exc, AuthenticationError) else wire.REFUSE_PROTOCOL
+            )
             self.fail(exc, code)
 
     def _on_hello(self, kind: int, payload: bytes | bytearray) -> None:
@@ -237,7 +239,9 @@ class _Link:
             s._accepted(self, a)
         elif kind == wire.WAIT:
             body, proof = wire.decode_wait(payload, self.peer)
-            if not wire.check_mac(self.m.key, b"W", self.nonce, self.peer_nonce, body, proof, self.peer):
+            if not wire.check_mac(
+                self.m.key, b"W", self.nonce, self.peer_nonce, body, proof, self.peer
+            ):
                 raise AuthenticationError(
                     f"peer at {self.peer} failed authentication (wrong key)", peer=self.peer
                 )
@@ -256,7 +260,7 @@ class _Link:
             exc = AuthenticationError(f"peer refused us: {reason}", peer=self.peer)
         else:
             exc = SessionProtocolError(f"peer refused us: {reason}", peer=self.peer)
-        exc.refused_by_peer = True  # type: ignore[attr-defined]
+        exc.refused_by_peer = True
         self.fail(exc, None)
 
     def _handshake_timeout(self) -> None:
@@ -445,7 +449,9 @@ class Session:
 
     # -- sending ------------------------------------------------------------
 
-    def send(self, chan: int, data: bytes | bytearray | memoryview, priority: int | None = None) -> None:
+    def send(
+        self, chan: int, data: bytes | bytearray | memoryview, priority: int | None = None
+    ) -> None:
         """Queue one message; never blocks. The payload is copied unless it
         is bytes (it is kept for replay). ValueError for a channel outside
         0..65533, an empty payload or one above max_message, or a priority
@@ -470,9 +476,7 @@ class Session:
                 f" ({SESSION_CHANNEL} and 65535 are reserved)"
             )
         if not 0 < n <= m.max_message:
-            raise ValueError(
-                f"payload of {n} bytes on channel {chan}: must be 1..{m.max_message}"
-            )
+            raise ValueError(f"payload of {n} bytes on channel {chan}: must be 1..{m.max_message}")
         if priority is None:
             priority = m.default_priority
         elif type(priority) is not int or not PRIO_LOWEST <= priority <= PRIO_HIGHEST:
@@ -705,9 +709,7 @@ class Session:
                 wire.decode_close(payload, peer)
                 self._peer_closed()
             else:
-                raise SessionProtocolError(
-                    f"{wire.KIND_NAMES[kind]} on an open session", peer=peer
-                )
+                raise SessionProtocolError(f"{wire.KIND_NAMES[kind]} on an open session", peer=peer)
         except SessionError as exc:
             link.fail(exc, wire.REFUSE_PROTOCOL)
 

@@ -134,7 +134,9 @@ def _exact(payload: bytes | bytearray, size: int, peer: str) -> None:
 # -- mac ----------------------------------------------------------------------
 
 
-def mac(key: bytes | None, label: bytes, their_nonce: bytes, our_nonce: bytes, body: bytes) -> bytes:
+def mac(
+    key: bytes | None, label: bytes, their_nonce: bytes, our_nonce: bytes, body: bytes
+) -> bytes:
     """HMAC-SHA256(key, label | nonce of the receiver | nonce of the sender |
     body), or b"" without a key."""
     if key is None:
@@ -193,9 +195,7 @@ def encode_hello(has_key: bool, nonce: bytes) -> bytes:
 
 def decode_hello(payload: bytes | bytearray, peer: str) -> Hello:
     if len(payload) < 6 or payload[1:5] != MAGIC:
-        raise _err(
-            f"not an evloop session peer: bad HELLO ({bytes(payload[:16])!r}...)", peer
-        )
+        raise _err(f"not an evloop session peer: bad HELLO ({bytes(payload[:16])!r}...)", peer)
     _exact(payload, _HELLO.size, peer)
     _, _, version, flags, nonce = _HELLO.unpack(payload)
     if flags & ~FLAG_KEY:

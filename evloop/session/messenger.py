@@ -143,7 +143,7 @@ class Messenger:
         max_backoff: float = 15.0,
         handshake_timeout: float = 10.0,
         connect_timeout: float = 10.0,
-        window: int = 256 * 1024,
+        window: int = 1024 * 1024,
         high_water: int = 16 * 1024 * 1024,
         low_water: int | None = None,
         send_cap: int = 128 * 1024 * 1024,
@@ -164,8 +164,8 @@ class Messenger:
             raise ValueError(f"keepalive_misses must be an int >= 1, got {keepalive_misses!r}")
         if not isinstance(default_priority, int) or not 0 <= default_priority <= 255:
             raise ValueError(f"default_priority must be in 0..255, got {default_priority!r}")
-        if not isinstance(window, int) or window < 1024:
-            raise ValueError(f"window must be an int >= 1024 bytes, got {window!r}")
+        if not isinstance(window, int) or not 1024 <= window <= 64 * 1024 * 1024:
+            raise ValueError(f"window must be an int of 1024..64 MiB bytes, got {window!r}")
         if low_water is None:
             low_water = high_water // 4
         if not 0 <= low_water <= high_water <= send_cap:
@@ -187,6 +187,9 @@ class Messenger:
         self.type = type
         self.policy = policy or Policy.lossless_peer()
         self.key: bytes | None = key
+        self._routes: dict[int, MessageHandler] = {}
+        self._on_message: MessageHandler | None = None
+        self._handler: MessageHandler = self._dispatch
         self.on_message = on_message
         self.on_open: Callable[[Session, bool], Any] | None = None
         self.on_fault: Callable[[Session, BaseException], Any] | None = None
@@ -212,7 +215,6 @@ class Messenger:
         self._sessions: dict[str, Session] = {}
         self._policies: dict[str, Policy] = {}
         self._throttles: dict[Policy, Throttle] = {}
-        self._routes: dict[int, MessageHandler] = {}
         self._links: set[_Link] = set()
         self._conn_kwargs: dict[str, Any] = {"high_water": window, "low_water": window // 4}
         self.closed = False
@@ -263,6 +265,25 @@ class Messenger:
         """The Throttle shared by this messenger's sessions of `policy`."""
         return self._throttle_for(policy)
 
+    @property
+    def on_message(self) -> MessageHandler | None:
+        """handler(session, chan, payload) for messages on channels without a
+        route (see route())."""
+        return self._on_message
+
+    @on_message.setter
+    def on_message(self, fn: MessageHandler | None) -> None:
+        self._on_message = fn
+        self._refresh_handler()
+
+    def _refresh_handler(self) -> None:
+        # Sessions call _handler for every message: with no routes it is the
+        # application's on_message itself, one call and no lookup.
+        if self._routes or self._on_message is None:
+            self._handler = self._dispatch
+        else:
+            self._handler = self._on_message
+
     def route(self, chan: int, handler: MessageHandler) -> None:
         """Messages on `chan` go to handler(session, chan, payload) instead
         of on_message. ValueError if the channel is taken or reserved."""
@@ -271,14 +292,16 @@ class Messenger:
         if chan in self._routes:
             raise ValueError(f"channel {chan} already has a route")
         self._routes[chan] = handler
+        self._refresh_handler()
 
     def unroute(self, chan: int) -> None:
         self._routes.pop(chan, None)
+        self._refresh_handler()
 
     def _dispatch(self, session: Session, chan: int, payload: bytes | bytearray) -> Any:
         h = self._routes.get(chan) if self._routes else None
         if h is None:
-            h = self.on_message
+            h = self._on_message
             if h is None:
                 raise UnroutableFrame(
                     f"message of {len(payload)} bytes on channel {chan} from {session.peer}:"

@@ -41,10 +41,12 @@
 from __future__ import annotations
 
 import logging
-from bisect import insort
+import struct
+from bisect import bisect_right, insort
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from ..conn import Conn
@@ -63,7 +65,7 @@ from ..errors import (
 )
 from ..future import Future
 from ..loop import Handle, TimerHandle
-from ..pipe import Pipe
+from ..pipe import HEADER_SIZE, Pipe
 from . import wire
 from .policy import Policy, Throttle
 from .wire import SESSION_CHANNEL
@@ -80,6 +82,7 @@ PRIO_DEFAULT = 127
 PRIO_HIGHEST = 255
 _ACK = wire.ACK
 _pack_ack = wire.pack_ack
+_pack_header = struct.Struct(">HI").pack
 
 # Link states.
 _HELLO_WAIT = 0  # both: waiting for the peer's HELLO
@@ -109,6 +112,8 @@ class SessionStatistics:
     faults: int
     remote_resets: int
     dropped: int  # messages discarded by a lossy fault, a reset or mark_down
+    acks_in: int  # ACK frames received
+    acks_out: int  # ACK frames sent (one per turn that received data, at most)
     rtt: float | None  # last keepalive round trip, seconds
     last_keepalive_ack: float | None  # loop time of the last keepalive ack
 
@@ -364,11 +369,17 @@ class Session:
         self.acked = 0
         self.in_seq = 0
         self._in_acked = 0  # the in_seq the peer knows we reached
-        self._queues: dict[int, deque[tuple[int, bytes]]] = {}
-        self._prios: list[int] = []  # negated priorities with a non-empty queue, ascending
-        self._replay: deque[tuple[int, bytes]] = deque()
-        self._sent: deque[tuple[int, bytes]] = deque()
-        self._pending_bytes = 0
+        # Queued messages are kept as whole frames (header + payload), so the
+        # pull hands a run of them to the Conn as one join, and a replay
+        # resends the very bytes.
+        self._queues: dict[int, _Queue] = {}
+        self._dq = self._queue(m.default_priority)
+        self._prios: list[int] = []  # negated priorities of active queues, ascending
+        self._qbytes = 0  # frame bytes in the priority queues
+        self._replay: deque[bytes] = deque()  # requeued after a fault, oldest first
+        self._sent: list[bytes] = []  # sent, not acknowledged: _sent[_sent_head:]
+        self._sent_head = 0
+        self._pending_bytes = 0  # frame bytes queued, requeued or unacknowledged
         self._pending_msgs = 0
         self._link: _Link | None = None
         self._connector: _Link | None = None
@@ -395,6 +406,8 @@ class Session:
         self.faults = 0
         self.remote_resets = 0
         self.dropped = 0
+        self.acks_in = 0
+        self.acks_out = 0
         self.rtt: float | None = None
         self.last_keepalive_ack: float | None = None
 
@@ -423,7 +436,11 @@ class Session:
 
     @property
     def queued(self) -> int:
-        return self._pending_msgs - len(self._sent)
+        return self._pending_msgs - (len(self._sent) - self._sent_head)
+
+    @property
+    def unacked(self) -> int:
+        return len(self._sent) - self._sent_head
 
     @property
     def writable(self) -> bool:
@@ -449,52 +466,50 @@ class Session:
 
     # -- sending ------------------------------------------------------------
 
+    def _queue(self, priority: int) -> _Queue:
+        q = self._queues.get(priority)
+        if q is None:
+            q = self._queues[priority] = _Queue(priority)
+        return q
+
     def send(
         self, chan: int, data: bytes | bytearray | memoryview, priority: int | None = None
     ) -> None:
-        """Queue one message; never blocks. The payload is copied unless it
-        is bytes (it is kept for replay). ValueError for a channel outside
-        0..65533, an empty payload or one above max_message, or a priority
-        outside 0..255; TypeError for a payload that is not bytes-like;
-        BufferFullError past the messenger's send_cap; ConnClosedError once
-        the session is closed (marked down, reset by a lossy fault, or its
-        messenger closed)."""
+        """Queue one message; never blocks. The payload is copied once, into
+        the frame that is kept until the peer acknowledges it. ValueError for
+        a channel outside 0..65533, an empty payload or one above
+        max_message, or a priority outside 0..255; TypeError for a payload
+        that is not bytes-like; BufferFullError past the messenger's
+        send_cap; ConnClosedError once the session is closed (marked down,
+        reset by a lossy fault, refused, or its messenger closed)."""
         if type(data) is not bytes:
-            if isinstance(data, str):
-                raise TypeError("a message payload must be bytes-like, got str")
-            try:
-                data = bytes(memoryview(data))
-            except TypeError:
-                raise TypeError(
-                    f"a message payload must be bytes-like, got {type(data).__name__}"
-                ) from None
+            data = _as_bytes(data)
         n = len(data)
         m = self._m
-        if type(chan) is not int or not 0 <= chan < SESSION_CHANNEL:
-            raise ValueError(
-                f"channel must be an int in 0..{SESSION_CHANNEL - 1}, got {chan!r}"
-                f" ({SESSION_CHANNEL} and 65535 are reserved)"
-            )
-        if not 0 < n <= m.max_message:
-            raise ValueError(f"payload of {n} bytes on channel {chan}: must be 1..{m.max_message}")
-        if priority is None:
-            priority = m.default_priority
-        elif type(priority) is not int or not PRIO_LOWEST <= priority <= PRIO_HIGHEST:
-            raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
+        if not (0 < n <= m.max_message and type(chan) is int and 0 <= chan < SESSION_CHANNEL):
+            raise _bad_message(chan, n, m.max_message)
         if self.closed:
             raise ConnClosedError(f"session with {self.peer} is closed")
-        if self._pending_bytes + n > m.send_cap:
+        frame = _pack_header(chan, n) + data
+        n += HEADER_SIZE
+        pending = self._pending_bytes + n
+        if pending > m.send_cap:
             raise BufferFullError(
                 f"message of {n} bytes refused: {self._pending_bytes} bytes pending for"
                 f" {self.peer}, send_cap is {m.send_cap}"
             )
-        q = self._queues.get(priority)
-        if q is None:
-            q = self._queues[priority] = deque()
-        if not q:
-            insort(self._prios, -priority)
-        q.append((chan, data))
-        self._pending_bytes += n
+        if priority is None:
+            q = self._dq
+        elif type(priority) is int and PRIO_LOWEST <= priority <= PRIO_HIGHEST:
+            q = self._queue(priority)
+        else:
+            raise ValueError(f"priority must be an int in 0..255, got {priority!r}")
+        if not q.active:
+            q.active = True
+            insort(self._prios, -q.prio)
+        q.items.append(frame)
+        self._qbytes += n
+        self._pending_bytes = pending
         self._pending_msgs += 1
         if not self._pull_pending:
             if self._link is not None:
@@ -506,19 +521,10 @@ class Session:
             else:
                 self._kick()
 
-    def _next_queue(self) -> deque[tuple[int, bytes]] | None:
-        """The highest-priority non-empty queue (empty ones are forgotten)."""
-        prios = self._prios
-        while prios:
-            q = self._queues[-prios[0]]
-            if q:
-                return q
-            del prios[0]
-        return None
-
     def _pull(self) -> None:
-        """Hand queued messages to the connection, highest priority first,
-        while its write buffer is within the window (see the module header)."""
+        """Hand queued frames to the connection, replayed ones first, then
+        highest priority first, while its write buffer is within the window
+        (see the module header). Runs of frames go to the Conn as one join."""
         self._pull_pending = False
         link = self._link
         if link is None:
@@ -526,42 +532,72 @@ class Session:
         conn = link.conn
         if conn.closing:
             return
-        pipe = link.pipe
         if self.in_seq > self._in_acked:
             # Piggy-back the ack on this write: one control frame per turn.
             self._in_acked = self.in_seq
-            pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
+            self.acks_out += 1
+            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
         w = conn.write_buffer
         hw = conn.high_water
-        write = pipe.write_frame
+        write = conn.write
         lossless = not self.policy.lossy
-        sent_append = self._sent.append
+        sent = self._sent
         m = self._m
         cap = m._inject_left if m.inject_socket_failures else -1
-        n = 0
-        nbytes = 0
-        q: deque[tuple[int, bytes]] | None = self._replay
-        if not q:
-            q = self._next_queue()
-        while q is not None:
+        n = nbytes = 0
+        replay = self._replay
+        while replay and w.size <= hw and n != cap:
+            f = replay.popleft()
+            write(f)
+            nbytes += len(f)
+            n += 1
             if lossless:
-                while q and w.size <= hw and n != cap:
-                    msg = q.popleft()
-                    write(msg[0], msg[1])
-                    sent_append(msg)
-                    n += 1
-            else:
-                while q and w.size <= hw and n != cap:
-                    msg = q.popleft()
-                    write(msg[0], msg[1])
-                    nbytes += len(msg[1])
-                    n += 1
-            if q or w.size > hw or n == cap:
+                sent.append(f)
+        prios = self._prios
+        queues = self._queues
+        while prios and not replay and n != cap:
+            room = hw - w.size
+            if room < 0:
                 break
-            q = self._next_queue()
+            q = queues[-prios[0]]
+            items = q.items
+            h = q.head
+            avail = len(items) - h
+            if len(prios) == 1 and self._qbytes <= room:
+                k = avail
+            else:
+                k = _fit(items, h, avail, room)
+            if cap >= 0 and k > cap - n:
+                k = cap - n
+            batch = items[h : h + k]
+            data = batch[0] if k == 1 else b"".join(batch)
+            write(data)
+            if lossless:
+                sent.extend(batch)
+            nb = len(data)
+            nbytes += nb
+            self._qbytes -= nb
+            n += k
+            h += k
+            if h == len(items):
+                q.items = []
+                q.head = 0
+                q.active = False
+                del prios[0]
+            else:
+                if h > 4096 and h * 2 > len(items):
+                    del items[:h]
+                    h = 0
+                q.head = h
+                break  # the window is full
+        if not n:
+            return
         self.out_seq += n
         self.messages_out += n
-        if not lossless and n:
+        pipe = link.pipe
+        pipe.frames_out += n  # written under the Pipe's framing, past its counters
+        pipe.payload_out += nbytes - HEADER_SIZE * n
+        if not lossless:
             self._pending_bytes -= nbytes
             self._pending_msgs -= n
             if self._writable_waiters and self._pending_bytes <= m.low_water:
@@ -573,8 +609,8 @@ class Session:
                 m.injected += 1
                 self._inject_fault(link)
                 return
-        if (self._replay or self._prios) and self._writable_handle is None:
-            self._writable_handle = pipe.when_writable(self._on_writable)
+        if (replay or prios) and self._writable_handle is None:
+            self._writable_handle = conn.when_writable(self._on_writable)
 
     def _inject_fault(self, link: _Link) -> None:
         """The inject_socket_failures fault: the session sees its connection
@@ -603,39 +639,59 @@ class Session:
     def _local_pull(self) -> None:
         """Local delivery (a message to our own address): the same queues and
         order, delivered from the loop's ready queue, a bounded run per turn.
-        # swap: an in-process pipe pair (mempipe) can replace this path."""
+        This direct path is where an in-process pipe pair (mempipe) would
+        plug in, once it is on this branch."""
         self._pull_pending = False
         if self.closed:
             return
         dispatch = self._m._dispatch
         budget = self._loop.quantum
-        while budget:
-            q = self._next_queue()
-            if q is None:
-                break
-            chan, data = q.popleft()
+        prios = self._prios
+        while budget and prios:
+            q = self._queues[-prios[0]]
+            if q.head == len(q.items):
+                q.items = []
+                q.head = 0
+                q.active = False
+                del prios[0]
+                continue
+            f = q.items[q.head]
+            q.head += 1
             budget -= 1
-            self._pending_bytes -= len(data)
+            nb = len(f)
+            self._qbytes -= nb
+            self._pending_bytes -= nb
             self._pending_msgs -= 1
             self.out_seq += 1
             self.acked += 1
             self.messages_out += 1
             self.in_seq += 1
             try:
-                dispatch(self, chan, data)
+                dispatch(self, (f[0] << 8) | f[1], f[HEADER_SIZE:])
             except Exception as exc:
                 self._loop.call_exception_handler(exc, dispatch)
             if self.closed:
                 return
         if self._writable_waiters and self._pending_bytes <= self._m.low_water:
             self._wake_writers()
-        if self._prios and self._next_queue() is not None:
+        if prios:
             self._pull_pending = True
             self._loop.call_soon(self._local_pull)
 
     # -- receiving ----------------------------------------------------------
 
     def _on_frame(self, chan: int, payload: bytes | bytearray) -> None:
+        # The per-message hot path of the receiving side (no throttle).
+        if chan == SESSION_CHANNEL:
+            self._on_control(payload)
+            return
+        self.in_seq += 1
+        if not self._ack_pending:
+            self._ack_pending = True
+            self._loop.call_before_poll(self._flush_ack)
+        self._m._handler(self, chan, payload)
+
+    def _on_frame_throttled(self, chan: int, payload: bytes | bytearray) -> None:
         if chan == SESSION_CHANNEL:
             self._on_control(payload)
             return
@@ -644,13 +700,11 @@ class Session:
             self._ack_pending = True
             self._loop.call_before_poll(self._flush_ack)
         th = self._throttle
-        if th is None:
-            self._m._dispatch(self, chan, payload)
-            return
+        assert th is not None
         n = len(payload)
         th.take(n)
         try:
-            r = self._m._dispatch(self, chan, payload)
+            r = self._m._handler(self, chan, payload)
         except BaseException:
             th.put(n)
             raise
@@ -680,6 +734,7 @@ class Session:
         link = self._link
         if link is not None and self.in_seq > self._in_acked and not link.conn.closing:
             self._in_acked = self.in_seq
+            self.acks_out += 1
             link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
 
     def _on_control(self, payload: bytes | bytearray) -> None:
@@ -689,6 +744,7 @@ class Session:
         try:
             kind = wire.kind_of(payload, peer)
             if kind == wire.ACK:
+                self.acks_in += 1
                 self._on_ack(wire.decode_u64(payload, peer))
             elif kind == wire.KEEPALIVE:
                 stamp = wire.decode_u64(payload, peer)
@@ -730,10 +786,18 @@ class Session:
         if self.policy.lossy:
             return
         sent = self._sent
-        nb = 0
-        popleft = sent.popleft
-        for _ in range(k):
-            nb += len(popleft()[1])
+        h = self._sent_head
+        e = h + k
+        if e == len(sent):
+            nb = sum(map(len, sent[h:])) if h else sum(map(len, sent))
+            sent.clear()
+            e = 0
+        else:
+            nb = sum(map(len, sent[h:e]))
+            if e > 4096 and e * 2 > len(sent):
+                del sent[:e]
+                e = 0
+        self._sent_head = e
         self._pending_bytes -= nb
         self._pending_msgs -= k
         if self._writable_waiters and self._pending_bytes <= self._m.low_water:
@@ -896,7 +960,7 @@ class Session:
         replay = self._replay
         nb = 0
         for _ in range(k):
-            nb += len(replay.popleft()[1])
+            nb += len(replay.popleft())
         self._pending_bytes -= nb
         self._pending_msgs -= k
         self.acked = self.out_seq = peer_in_seq
@@ -928,7 +992,7 @@ class Session:
         self._waiting = False
         self._backoff = 0.0
         self._in_acked = self.in_seq
-        link.pipe.on_frame = self._on_frame
+        link.pipe.on_frame = self._on_frame if self._throttle is None else self._on_frame_throttled
         if self._throttled:
             link.pipe.pause_reading()
         self.opens += 1
@@ -959,8 +1023,10 @@ class Session:
             self._writable_handle = None
         sent = self._sent
         if sent:
-            self._replay.extendleft(reversed(sent))
+            h = self._sent_head
+            self._replay.extendleft(reversed(sent[h:] if h else sent))
             sent.clear()
+            self._sent_head = 0
         self.out_seq = self.acked
         return link
 
@@ -1019,9 +1085,13 @@ class Session:
         n = self._pending_msgs
         self._replay.clear()
         self._sent.clear()
+        self._sent_head = 0
         for q in self._queues.values():
-            q.clear()
+            q.items = []
+            q.head = 0
+            q.active = False
         self._prios.clear()
+        self._qbytes = 0
         self._pending_bytes = 0
         self._pending_msgs = 0
         self.dropped += n
@@ -1127,8 +1197,8 @@ class Session:
             out_seq=self.out_seq,
             acked=self.acked,
             in_seq=self.in_seq,
-            queued=self._pending_msgs - len(self._sent),
-            unacked=len(self._sent),
+            queued=self.queued,
+            unacked=self.unacked,
             pending_bytes=self._pending_bytes,
             messages_in=self._in_base + self.in_seq,
             messages_out=self.messages_out,
@@ -1137,6 +1207,8 @@ class Session:
             faults=self.faults,
             remote_resets=self.remote_resets,
             dropped=self.dropped,
+            acks_in=self.acks_in,
+            acks_out=self.acks_out,
             rtt=self.rtt,
             last_keepalive_ack=self.last_keepalive_ack,
         )
@@ -1154,3 +1226,54 @@ def _is_protocol_error(exc: BaseException) -> bool:
     if isinstance(exc, (SessionProtocolError, AuthenticationError)):
         return True
     return isinstance(exc, ProtocolError) and not isinstance(exc, TruncatedFrameError)
+
+
+class _Queue:
+    """One priority's messages, FIFO: items[head:] holds a header and a
+    payload per message (a list with a head index, so a run of messages is
+    taken with one slice and leaves as one join)."""
+
+    __slots__ = ("prio", "items", "head", "active")
+
+    def __init__(self, prio: int):
+        self.prio = prio
+        self.items: list[bytes] = []
+        self.head = 0
+        self.active = False  # listed in Session._prios
+
+
+def _fit(items: list[bytes], h: int, avail: int, room: int) -> int:
+    """How many frames from items[h:] fit in `room` bytes (at least one):
+    prefix sums computed in growing chunks, at C speed."""
+    total = k = 0
+    step = 64
+    while k < avail:
+        chunk = items[h + k : h + k + step]
+        sums = list(accumulate(map(len, chunk), initial=total))
+        i = bisect_right(sums, room) - 1  # frames of this chunk that fit
+        if i < len(chunk):
+            return max(1, k + i)
+        k += len(chunk)
+        total = sums[-1]
+        step *= 4
+    return max(1, k)
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, str):
+        raise TypeError("a message payload must be bytes-like, got str")
+    try:
+        return bytes(memoryview(data))
+    except TypeError:
+        raise TypeError(
+            f"a message payload must be bytes-like, got {type(data).__name__}"
+        ) from None
+
+
+def _bad_message(chan: Any, n: int, max_message: int) -> ValueError:
+    if type(chan) is not int or not 0 <= chan < SESSION_CHANNEL:
+        return ValueError(
+            f"channel must be an int in 0..{SESSION_CHANNEL - 1}, got {chan!r}"
+            f" ({SESSION_CHANNEL} and 65535 are reserved)"
+        )
+    return ValueError(f"payload of {n} bytes on channel {chan}: must be 1..{max_message}")

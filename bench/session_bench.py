@@ -183,9 +183,12 @@ def tx_pipe(n: int, size: int) -> float:
         child.finish()
 
 
+SESSION_KWARGS: dict[str, Any] = {}
+
+
 def _session_sender(child: Child) -> tuple[evloop.Loop, Messenger, Any, list[bytes]]:
     loop = evloop.Loop()
-    m = Messenger(loop, None, policy=Policy.lossless_client())
+    m = Messenger(loop, None, policy=Policy.lossless_client(), **SESSION_KWARGS)
     done: list[bytes] = []
     m.route(DONE, lambda s, c, p: done.append(p))
     session = m.connect(child.line)
@@ -298,6 +301,10 @@ def main() -> int:
     ap.add_argument("--faults", type=int, default=20, help="faults per recovery repeat")
     ap.add_argument("--no-zmq", action="store_true", help="skip the pyzmq peer")
     ap.add_argument("--quick", action="store_true", help="tiny counts, one repeat (smoke test)")
+    ap.add_argument(
+        "--session-high-water", type=int, default=None,
+        help="the sender Messenger's high_water (default: the Messenger's default)",
+    )  # fmt: skip
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "rx-pipe":
@@ -309,6 +316,8 @@ def main() -> int:
     if args.role == "rx-zmq":
         rx_zmq(args.count)
         return 0
+    if args.session_high_water is not None:
+        SESSION_KWARGS["high_water"] = args.session_high_water
     if args.quick:
         args.count, args.repeats, args.faults = 3000, 1, 3
     sizes = [int(s) for s in args.sizes.split(",")]

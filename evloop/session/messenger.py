@@ -187,9 +187,9 @@ class Messenger:
         self.type = type
         self.policy = policy or Policy.lossless_peer()
         self.key: bytes | None = key
+        self._sessions: dict[str, Session] = {}
         self._routes: dict[int, MessageHandler] = {}
         self._on_message: MessageHandler | None = None
-        self._handler: MessageHandler = self._dispatch
         self.on_message = on_message
         self.on_open: Callable[[Session, bool], Any] | None = None
         self.on_fault: Callable[[Session, BaseException], Any] | None = None
@@ -212,7 +212,6 @@ class Messenger:
         self.max_message = max_message
         self.inject_socket_failures = inject_socket_failures
         self._inject_left = inject_socket_failures
-        self._sessions: dict[str, Session] = {}
         self._policies: dict[str, Policy] = {}
         self._throttles: dict[Policy, Throttle] = {}
         self._links: set[_Link] = set()
@@ -277,12 +276,23 @@ class Messenger:
         self._refresh_handler()
 
     def _refresh_handler(self) -> None:
-        # Sessions call _handler for every message: with no routes it is the
-        # application's on_message itself, one call and no lookup.
-        if self._routes or self._on_message is None:
-            self._handler = self._dispatch
-        else:
-            self._handler = self._on_message
+        for session in self._sessions.values():
+            self._set_handler(session)
+
+    def _set_handler(self, session: Session) -> None:
+        # A session looks up the handler for every message: with no routes it
+        # is the application's on_message itself, one call and no lookup;
+        # with routes, one dict lookup with on_message as the default.
+        default = self._on_message
+        session._handler = default if not self._routes else None
+        session._default = default if default is not None else self._unroutable
+
+    def _unroutable(self, session: Session, chan: int, payload: bytes | bytearray) -> None:
+        raise UnroutableFrame(
+            f"message of {len(payload)} bytes on channel {chan} from {session.peer}:"
+            " no route and no on_message",
+            channel=chan,
+        )
 
     def route(self, chan: int, handler: MessageHandler) -> None:
         """Messages on `chan` go to handler(session, chan, payload) instead

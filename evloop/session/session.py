@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import struct
 from bisect import bisect_right, insort
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -369,18 +368,22 @@ class Session:
         self.acked = 0
         self.in_seq = 0
         self._in_acked = 0  # the in_seq the peer knows we reached
-        # Queued messages are kept as whole frames (header + payload), so the
-        # pull hands a run of them to the Conn as one join, and a replay
-        # resends the very bytes.
+        # Queued messages are kept as a header and a payload entry each, so
+        # the pull hands a run of them to the Conn as one join (the one copy
+        # of a payload), and a replay resends the very bytes.
         self._queues: dict[int, _Queue] = {}
         self._dq = self._queue(m.default_priority)
         self._prios: list[int] = []  # negated priorities of active queues, ascending
-        self._qbytes = 0  # frame bytes in the priority queues
-        self._replay: deque[bytes] = deque()  # requeued after a fault, oldest first
-        self._sent: list[bytes] = []  # sent, not acknowledged: _sent[_sent_head:]
+        # Requeued after a fault, oldest first; sent ahead of every priority.
+        self._replay = _Queue(PRIO_HIGHEST + 1)
+        # Sent, not acknowledged: entries _sent[_sent_head:], two per message.
+        self._sent: list[bytes] = []
         self._sent_head = 0
         self._pending_bytes = 0  # frame bytes queued, requeued or unacknowledged
-        self._pending_msgs = 0
+        self._ubytes = 0  # of which unacknowledged
+        # send()'s limits, cached; _cap is -1 once the session is closed.
+        self._max = m.max_message
+        self._cap = m.send_cap
         self._link: _Link | None = None
         self._connector: _Link | None = None
         self._dialing = 0  # the epoch of a connect in flight, 0 for none
@@ -398,6 +401,12 @@ class Session:
         self._last_active = 0.0
         self._active_mark = -1
         self._throttle: Throttle | None = m._throttle_for(policy)
+        # The handler lookup, kept current by Messenger._refresh_handler: one
+        # handler for every channel (_handler), or a route by channel.
+        self._handler: Callable[..., Any] | None = None
+        self._route: Callable[..., Any] = m._routes.get
+        self._default: Callable[..., Any] = m._unroutable
+        m._set_handler(self)
         self._throttled = False
         self.closed = False
         self._in_base = 0
@@ -436,11 +445,18 @@ class Session:
 
     @property
     def queued(self) -> int:
-        return self._pending_msgs - (len(self._sent) - self._sent_head)
+        """Messages not handed to a connection yet (requeued ones included)."""
+        n = len(self._replay.items) - self._replay.head
+        for q in self._queues.values():
+            n += len(q.items) - q.head
+        return n >> 1
 
     @property
     def unacked(self) -> int:
-        return len(self._sent) - self._sent_head
+        return (len(self._sent) - self._sent_head) >> 1
+
+    def _has_queued(self) -> bool:
+        return bool(self._prios) or self._replay.head < len(self._replay.items)
 
     @property
     def writable(self) -> bool:
@@ -485,19 +501,11 @@ class Session:
         if type(data) is not bytes:
             data = _as_bytes(data)
         n = len(data)
-        m = self._m
-        if not (0 < n <= m.max_message and type(chan) is int and 0 <= chan < SESSION_CHANNEL):
-            raise _bad_message(chan, n, m.max_message)
-        if self.closed:
-            raise ConnClosedError(f"session with {self.peer} is closed")
-        frame = _pack_header(chan, n) + data
-        n += HEADER_SIZE
-        pending = self._pending_bytes + n
-        if pending > m.send_cap:
-            raise BufferFullError(
-                f"message of {n} bytes refused: {self._pending_bytes} bytes pending for"
-                f" {self.peer}, send_cap is {m.send_cap}"
-            )
+        if not (0 < n <= self._max and type(chan) is int and 0 <= chan < SESSION_CHANNEL):
+            raise _bad_message(chan, n, self._max)
+        pending = self._pending_bytes + n + HEADER_SIZE
+        if pending > self._cap:
+            raise self._refuse(n + HEADER_SIZE)
         if priority is None:
             q = self._dq
         elif type(priority) is int and PRIO_LOWEST <= priority <= PRIO_HIGHEST:
@@ -507,10 +515,10 @@ class Session:
         if not q.active:
             q.active = True
             insort(self._prios, -q.prio)
-        q.items.append(frame)
-        self._qbytes += n
+        items = q.items
+        items.append(_pack_header(chan, n))
+        items.append(data)
         self._pending_bytes = pending
-        self._pending_msgs += 1
         if not self._pull_pending:
             if self._link is not None:
                 self._pull_pending = True
@@ -520,6 +528,14 @@ class Session:
                 self._loop.call_soon(self._local_pull)
             else:
                 self._kick()
+
+    def _refuse(self, n: int) -> Exception:
+        if self.closed:
+            return ConnClosedError(f"session with {self.peer} is closed")
+        return BufferFullError(
+            f"message of {n} bytes refused: {self._pending_bytes} bytes pending for"
+            f" {self.peer}, send_cap is {self._cap}"
+        )
 
     def _pull(self) -> None:
         """Hand queued frames to the connection, replayed ones first, then
@@ -544,48 +560,53 @@ class Session:
         sent = self._sent
         m = self._m
         cap = m._inject_left if m.inject_socket_failures else -1
-        n = nbytes = 0
+        n = nbytes = 0  # messages and bytes handed over
         replay = self._replay
-        while replay and w.size <= hw and n != cap:
-            f = replay.popleft()
-            write(f)
-            nbytes += len(f)
-            n += 1
-            if lossless:
-                sent.append(f)
         prios = self._prios
         queues = self._queues
-        while prios and not replay and n != cap:
+        while n != cap:
             room = hw - w.size
             if room < 0:
                 break
-            q = queues[-prios[0]]
+            # Alone, the queue's bytes are known: what is pending and neither
+            # acknowledged-pending nor requeued.
+            qbytes = -1
+            if replay.head < len(replay.items):
+                q = replay
+            elif prios:
+                q = queues[-prios[0]]
+                if len(prios) == 1:
+                    qbytes = self._pending_bytes - self._ubytes
+            else:
+                break
             items = q.items
             h = q.head
-            avail = len(items) - h
-            if len(prios) == 1 and self._qbytes <= room:
-                k = avail
+            avail = len(items) - h  # entries: a header and a payload per message
+            if 0 <= qbytes <= room:
+                e = avail  # all of it fits
             else:
-                k = _fit(items, h, avail, room)
-            if cap >= 0 and k > cap - n:
-                k = cap - n
-            batch = items[h : h + k]
-            data = batch[0] if k == 1 else b"".join(batch)
+                e = _fit(items, h, avail, room, qbytes)
+            if cap >= 0 and e > 2 * (cap - n):
+                e = 2 * (cap - n)
+            batch = items[h : h + e]
+            data = b"".join(batch)  # the one copy of the payloads
             write(data)
             if lossless:
                 sent.extend(batch)
             nb = len(data)
             nbytes += nb
-            self._qbytes -= nb
-            n += k
-            h += k
+            if lossless:
+                self._ubytes += nb
+            n += e >> 1
+            h += e
             if h == len(items):
                 q.items = []
                 q.head = 0
-                q.active = False
-                del prios[0]
+                if q is not replay:
+                    q.active = False
+                    del prios[0]
             else:
-                if h > 4096 and h * 2 > len(items):
+                if h > 8192 and h * 2 > len(items):
                     del items[:h]
                     h = 0
                 q.head = h
@@ -599,7 +620,6 @@ class Session:
         pipe.payload_out += nbytes - HEADER_SIZE * n
         if not lossless:
             self._pending_bytes -= nbytes
-            self._pending_msgs -= n
             if self._writable_waiters and self._pending_bytes <= m.low_water:
                 self._wake_writers()
         if cap > 0:
@@ -609,7 +629,7 @@ class Session:
                 m.injected += 1
                 self._inject_fault(link)
                 return
-        if (replay or prios) and self._writable_handle is None:
+        if self._has_queued() and self._writable_handle is None:
             self._writable_handle = conn.when_writable(self._on_writable)
 
     def _inject_fault(self, link: _Link) -> None:
@@ -655,19 +675,17 @@ class Session:
                 q.active = False
                 del prios[0]
                 continue
-            f = q.items[q.head]
-            q.head += 1
+            header = q.items[q.head]
+            payload = q.items[q.head + 1]
+            q.head += 2
             budget -= 1
-            nb = len(f)
-            self._qbytes -= nb
-            self._pending_bytes -= nb
-            self._pending_msgs -= 1
+            self._pending_bytes -= HEADER_SIZE + len(payload)
             self.out_seq += 1
             self.acked += 1
             self.messages_out += 1
             self.in_seq += 1
             try:
-                dispatch(self, (f[0] << 8) | f[1], f[HEADER_SIZE:])
+                dispatch(self, (header[0] << 8) | header[1], payload)
             except Exception as exc:
                 self._loop.call_exception_handler(exc, dispatch)
             if self.closed:
@@ -689,7 +707,10 @@ class Session:
         if not self._ack_pending:
             self._ack_pending = True
             self._loop.call_before_poll(self._flush_ack)
-        self._m._handler(self, chan, payload)
+        h = self._handler
+        if h is None:
+            h = self._route(chan, self._default)
+        h(self, chan, payload)
 
     def _on_frame_throttled(self, chan: int, payload: bytes | bytearray) -> None:
         if chan == SESSION_CHANNEL:
@@ -704,7 +725,10 @@ class Session:
         n = len(payload)
         th.take(n)
         try:
-            r = self._m._handler(self, chan, payload)
+            h = self._handler
+            if h is None:
+                h = self._route(chan, self._default)
+            r = h(self, chan, payload)
         except BaseException:
             th.put(n)
             raise
@@ -787,19 +811,19 @@ class Session:
             return
         sent = self._sent
         h = self._sent_head
-        e = h + k
+        e = h + 2 * k
         if e == len(sent):
             nb = sum(map(len, sent[h:])) if h else sum(map(len, sent))
             sent.clear()
             e = 0
         else:
             nb = sum(map(len, sent[h:e]))
-            if e > 4096 and e * 2 > len(sent):
+            if e > 8192 and e * 2 > len(sent):
                 del sent[:e]
                 e = 0
         self._sent_head = e
         self._pending_bytes -= nb
-        self._pending_msgs -= k
+        self._ubytes -= nb
         if self._writable_waiters and self._pending_bytes <= self._m.low_water:
             self._wake_writers()
 
@@ -951,18 +975,21 @@ class Session:
         """Drop what the peer already has (Ceph's discard_requeued_up_to);
         the next message sent is peer_in_seq + 1."""
         k = peer_in_seq - self.acked
-        if k < 0 or k > len(self._replay):
+        replay = self._replay
+        held = (len(replay.items) - replay.head) >> 1
+        if k < 0 or k > held:
             raise SessionProtocolError(
                 f"peer resumes after message {peer_in_seq}, but we hold"
-                f" {self.acked + 1}..{self.acked + len(self._replay)} (acked {self.acked})",
+                f" {self.acked + 1}..{self.acked + held} (acked {self.acked})",
                 peer=self.peer,
             )
-        replay = self._replay
-        nb = 0
-        for _ in range(k):
-            nb += len(replay.popleft())
+        h = replay.head
+        nb = sum(map(len, replay.items[h : h + 2 * k]))
+        replay.head = h + 2 * k
+        if replay.head == len(replay.items):
+            replay.items = []
+            replay.head = 0
         self._pending_bytes -= nb
-        self._pending_msgs -= k
         self.acked = self.out_seq = peer_in_seq
         if self._writable_waiters and self._pending_bytes <= self._m.low_water:
             self._wake_writers()
@@ -1000,7 +1027,7 @@ class Session:
         self._last_heard = self._last_active = now
         self._heard_bytes = -1
         self._start_ticks()
-        if self._replay or self._prios:
+        if self._has_queued():
             self._pull_pending = True
             self._loop.call_before_poll(self._pull)
         m = self._m
@@ -1023,10 +1050,16 @@ class Session:
             self._writable_handle = None
         sent = self._sent
         if sent:
+            # Requeue in front (Ceph's requeue_sent): unacknowledged messages
+            # are older than anything still in the replay queue.
+            replay = self._replay
             h = self._sent_head
-            self._replay.extendleft(reversed(sent[h:] if h else sent))
-            sent.clear()
+            rest = replay.items[replay.head :]
+            replay.items = sent[h:] + rest if h else sent + rest
+            replay.head = 0
+            self._sent = []
             self._sent_head = 0
+            self._ubytes = 0
         self.out_seq = self.acked
         return link
 
@@ -1051,7 +1084,7 @@ class Session:
         m._notify("on_fault", self, exc)
         if self.closed or replaced:
             return
-        if self.policy.server or (self.policy.standby and not (self._replay or self._prios)):
+        if self.policy.server or (self.policy.standby and not self._has_queued()):
             return  # standby: wait for the peer, or for something to send
         if protocol:
             # A peer that broke the protocol is not redialed at once.
@@ -1066,7 +1099,7 @@ class Session:
         if link is None:
             return
         link.conn.close()
-        if (self._replay or self._prios) and not self.policy.server and not self.closed:
+        if self._has_queued() and not self.policy.server and not self.closed:
             self._backoff = self._m.initial_backoff
             self._retry = self._loop.call_later(self._backoff, self._dial)
 
@@ -1082,18 +1115,18 @@ class Session:
         self._m._notify("on_reset", self, err)
 
     def _discard_all(self) -> int:
-        n = self._pending_msgs
-        self._replay.clear()
-        self._sent.clear()
+        n = self.queued + self.unacked
+        self._replay.items = []
+        self._replay.head = 0
+        self._sent = []
         self._sent_head = 0
         for q in self._queues.values():
             q.items = []
             q.head = 0
             q.active = False
         self._prios.clear()
-        self._qbytes = 0
+        self._ubytes = 0
         self._pending_bytes = 0
-        self._pending_msgs = 0
         self.dropped += n
         if self._writable_waiters:
             self._wake_writers()
@@ -1172,6 +1205,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._cap = -1  # send() refuses from now on
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -1242,21 +1276,28 @@ class _Queue:
         self.active = False  # listed in Session._prios
 
 
-def _fit(items: list[bytes], h: int, avail: int, room: int) -> int:
-    """How many frames from items[h:] fit in `room` bytes (at least one):
-    prefix sums computed in growing chunks, at C speed."""
+def _fit(items: list[bytes], h: int, avail: int, room: int, qbytes: int) -> int:
+    """How many entries from items[h:] (a header and a payload per message)
+    make the most whole messages that fit in `room` bytes, at least one. With
+    the queue's total (qbytes >= 0) the average message size gives a guess
+    that one C-speed sum confirms (messages of one size, the common case);
+    otherwise prefix sums in growing chunks find it."""
+    if qbytes > 0:
+        guess = 2 * int(room / (qbytes / (avail >> 1)))
+        if 2 <= guess < avail and sum(map(len, items[h : h + guess])) <= room:
+            return guess
     total = k = 0
-    step = 64
+    step = 128
     while k < avail:
         chunk = items[h + k : h + k + step]
         sums = list(accumulate(map(len, chunk), initial=total))
-        i = bisect_right(sums, room) - 1  # frames of this chunk that fit
+        i = bisect_right(sums, room) - 1  # entries of this chunk that fit
         if i < len(chunk):
-            return max(1, k + i)
+            return max(2, (k + i) & ~1)
         k += len(chunk)
         total = sums[-1]
         step *= 4
-    return max(1, k)
+    return max(2, k & ~1)
 
 
 def _as_bytes(data: Any) -> bytes:

@@ -138,6 +138,8 @@ def test_local_delivery_uses_no_socket_and_keeps_priority_order(loop):
     assert len(open_fds()) == fds
     assert m.is_connected(m.address)
     assert m.session(m.address).statistics().messages_in == 3
+    assert m.connect(m.address).local  # never dials itself
+    assert m.statistics().links == 0
     m.close()
 
 
@@ -842,6 +844,29 @@ def test_absurd_sequence_numbers_are_refused(loop, guarded):
     assert loop.run_until(lambda: errors, timeout=10)
     assert "resumes after message 1000000000" in str(errors[0])
     raw.close()
+
+
+def test_a_refusal_on_an_open_session_is_a_fault_with_the_peers_reason(loop):
+    a, b, got = pair(loop, a_kwargs={"policy": Policy.lossless_client()},
+                     b_kwargs={"policy": Policy.stateful_server()})  # fmt: skip
+    faults: list[BaseException] = []
+    a.on_fault = lambda s, exc: faults.append(exc)
+    a.send_message(b.address, 1, b"x")
+    assert loop.run_until(lambda: got, timeout=10)
+    s = a.session(b.address)
+    s._link.send_control(b"\x77nonsense")  # an unknown kind, on an open session
+    assert loop.run_until(lambda: faults, timeout=10)
+    # b reported the bad frame; a faulted with b's reason (b's finding, not
+    # reported again on a's side).
+    assert isinstance(faults[0], SessionProtocolError)
+    assert "peer refused us: unknown session control kind 0x77" in str(faults[0])
+    assert loop.run_until(lambda: loop.errors, timeout=10)
+    exc = loop.errors.claim(SessionProtocolError)
+    assert "unknown session control kind 0x77" in str(exc) and not loop.errors
+    a.send_message(b.address, 1, b"y")
+    assert loop.run_until(lambda: len(got) == 2, timeout=10)
+    a.close()
+    b.close()
 
 
 def test_a_hand_written_peer_sees_byte_exact_data_frames(loop):

@@ -788,6 +788,12 @@ class Session:
             elif kind == wire.CLOSE:
                 wire.decode_close(payload, peer)
                 self._peer_closed()
+            elif kind == wire.REFUSE:
+                # The peer found a fault in what we sent and says why.
+                code, reason = wire.decode_refuse(payload, peer)
+                exc = SessionProtocolError(f"peer refused us: {reason}", peer=peer)
+                exc.refused_by_peer = True
+                link.fail(exc, None)
             else:
                 raise SessionProtocolError(f"{wire.KIND_NAMES[kind]} on an open session", peer=peer)
         except SessionError as exc:
@@ -832,7 +838,7 @@ class Session:
     def _kick(self) -> None:
         """Something is to be sent and there is no connection: dial, unless
         this side never dials or a dial is already under way."""
-        if self.closed or self.policy.server or self._link is not None:
+        if self.closed or self.local or self.policy.server or self._link is not None:
             return
         if self._dialing or self._connector is not None or self._retry is not None:
             return

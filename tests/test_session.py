@@ -869,6 +869,49 @@ def test_a_refusal_on_an_open_session_is_a_fault_with_the_peers_reason(loop):
     b.close()
 
 
+def _accept_raw(loop, lsock) -> Raw:
+    conns: list[socket.socket] = []
+
+    def accepted() -> bool:
+        try:
+            conns.append(lsock.accept()[0])
+        except BlockingIOError:
+            pass
+        return bool(conns)
+
+    assert loop.run_until(accepted, timeout=10)
+    raw = Raw.__new__(Raw)
+    raw.loop, raw.sock, raw.buf, raw.nonce, raw.closed = loop, conns[0], b"", os.urandom(32), False
+    raw.sock.setblocking(False)
+    return raw
+
+
+def test_a_bogus_resume_from_the_acceptor_is_refused_and_redialed(loop):
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    m = Messenger(loop, None, policy=Policy.lossless_client(), initial_backoff=0.05)
+    errors: list[BaseException] = []
+    m.on_error = errors.append
+    s = m.connect(f"tcp:127.0.0.1:{lsock.getsockname()[1]}")
+    s.send(1, b"kept")
+    raw = _accept_raw(loop, lsock)
+    raw.wait_frame()  # HELLO
+    raw.send_frame(SESSION_CHANNEL, b"\x01evls\x01\x00" + raw.nonce)
+    raw.wait_frame()  # CONNECT
+    raw.send_frame(SESSION_CHANNEL, struct.pack(">BQQB", wire.ACCEPT, 5, 0, 1) + b"\0")
+    frames = raw.wait_closed()
+    assert any(b"ACCEPT resumes a session we never had" in p for _, p in frames)
+    assert isinstance(errors[0], SessionProtocolError)
+    raw.close()
+    # The message is still queued, and the session dials again after its backoff.
+    raw2 = _accept_raw(loop, lsock)
+    assert raw2.wait_frame()[1][:1] == b"\x01"
+    assert s.statistics().queued == 1 and s.state == "connecting"
+    m.close()
+    raw2.close()
+    lsock.close()
+
+
 def test_a_hand_written_peer_sees_byte_exact_data_frames(loop):
     # docs/session.md as a second implementation: accept a messenger's
     # connection on a plain socket, handshake with HMAC, check data frames

@@ -8,15 +8,17 @@
 # (re)connect. Ceph's Pipe is the model; its reader and writer threads are
 # this object's frame callback and its end-of-turn pull.
 #
-# Sending. send() appends (chan, payload) to the queue of its priority and
-# asks for a pull at the end of the turn (Loop.call_before_poll). The pull
-# hands messages to the connection, highest priority first, FIFO within a
-# priority, requeued (replayed) ones before all, while the Conn's write
-# buffer is at or below its high watermark (`window`); when it is not, the
-# pull resumes from Conn.when_writable. So the Conn stays shallow and a
-# message keeps its place in the priority order until it is handed over,
-# which is when it gets its sequence number ("sent"). Messages sent on a
-# lossless session stay in `_sent` until the peer acknowledges them.
+# Sending. send() appends the message's header and payload to the queue of
+# its priority (a list with a head index) and asks for a pull at the end of
+# the turn (Loop.call_before_poll). The pull hands messages to the
+# connection, requeued (replayed) ones first, then highest priority first,
+# FIFO within a priority, while the Conn's write buffer is at or below its
+# high watermark (`window`): a run of messages leaves as one slice and one
+# join, the only copy of the payloads. When the Conn is fuller the pull
+# resumes from Conn.when_writable. So the Conn stays shallow and a message
+# keeps its place in the priority order until it is handed over, which is
+# when it gets its sequence number ("sent"). Messages sent on a lossless
+# session stay in `_sent` (the same two entries) until acknowledged.
 #
 # Receiving. Data frames carry no sequence number: the n-th data frame that
 # arrives on a connection after its handshake is message resume+n, where
@@ -33,8 +35,9 @@
 # a message. A lossy session is dropped instead and on_reset says how many
 # messages went with it.
 #
-# Invariants: acked <= out_seq; len(_sent) == out_seq - acked on a lossless
-# session with a link, and _sent is empty without one; a frame handed to
+# Invariants: acked <= out_seq; the unacknowledged messages _sent[_sent_head:]
+# number out_seq - acked on a lossless session with a link, and there are
+# none without one (they are in the replay queue); a frame handed to
 # on_frame by a detached link is never counted (the link's Pipe is switched
 # to a discarding callback before anything else happens on a fault);
 # every timer this object starts is cancelled when it closes.
@@ -568,8 +571,8 @@ class Session:
             room = hw - w.size
             if room < 0:
                 break
-            # Alone, the queue's bytes are known: what is pending and neither
-            # acknowledged-pending nor requeued.
+            # A queue alone (nothing requeued) holds all the pending bytes
+            # that are not waiting for an ack.
             qbytes = -1
             if replay.head < len(replay.items):
                 q = replay
@@ -597,6 +600,8 @@ class Session:
             nbytes += nb
             if lossless:
                 self._ubytes += nb
+            else:
+                self._pending_bytes -= nb  # a lossy session keeps nothing
             n += e >> 1
             h += e
             if h == len(items):
@@ -618,10 +623,8 @@ class Session:
         pipe = link.pipe
         pipe.frames_out += n  # written under the Pipe's framing, past its counters
         pipe.payload_out += nbytes - HEADER_SIZE * n
-        if not lossless:
-            self._pending_bytes -= nbytes
-            if self._writable_waiters and self._pending_bytes <= m.low_water:
-                self._wake_writers()
+        if not lossless and self._writable_waiters and self._pending_bytes <= m.low_water:
+            self._wake_writers()
         if cap > 0:
             m._inject_left -= n
             if m._inject_left == 0:
@@ -902,6 +905,15 @@ class Session:
         )
         self._retry = self._loop.call_later(self._backoff, self._dial)
 
+    def _retry_later(self) -> None:
+        """Dial again after initial_backoff (a fault the peer caused)."""
+        if self.closed or self.local or self.policy.server:
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+        self._backoff = self._m.initial_backoff
+        self._retry = self._loop.call_later(self._backoff, self._dial)
+
     def _told_to_wait(self) -> None:
         """The peer's own dial wins the race: it will connect to us. Retry
         after max_backoff in case it never does."""
@@ -926,10 +938,6 @@ class Session:
 
     def _accept_link(self, link: _Link, c: wire.Connect) -> None:
         """Acceptor side: CONNECT verified; decide resume or new pair."""
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        self._waiting = False
         resumed = (
             not self.policy.lossy
             and self.peer_cookie != 0
@@ -943,7 +951,13 @@ class Session:
                 self._resume_from(c.in_seq)
         except SessionProtocolError as exc:
             link.fail(exc, wire.REFUSE_PROTOCOL)
+            if self._has_queued() and self._retry is None and not self._is_dialing:
+                self._retry_later()  # what we hold still has to go
             return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._waiting = False
         dropped = self._new_pair(c.cookie, reset) if not resumed else 0
         link.send_control(
             wire.encode_accept(
@@ -953,10 +967,11 @@ class Session:
         self._attach(link, resumed, reset, dropped)
 
     def _accepted(self, link: _Link, a: wire.Accept) -> None:
-        """Connector side: the acceptor's verdict arrived."""
+        """Connector side: the acceptor's verdict arrived. A failure here goes
+        through link.fail -> _dial_failed (so _connector is cleared only on
+        success)."""
         if link is not self._connector:
             return
-        self._connector = None
         if a.resumed:
             if self.peer_cookie == 0 or a.cookie != self.peer_cookie:
                 link.fail(
@@ -971,9 +986,11 @@ class Session:
             except SessionProtocolError as exc:
                 link.fail(exc, wire.REFUSE_PROTOCOL)
                 return
+            self._connector = None
             self._attach(link, True, False, 0)
         else:
             reset = self.peer_cookie != 0
+            self._connector = None
             dropped = self._new_pair(a.cookie, reset)
             self._attach(link, False, reset, dropped)
 
@@ -1093,9 +1110,7 @@ class Session:
         if self.policy.server or (self.policy.standby and not self._has_queued()):
             return  # standby: wait for the peer, or for something to send
         if protocol:
-            # A peer that broke the protocol is not redialed at once.
-            self._backoff = m.initial_backoff
-            self._retry = self._loop.call_later(self._backoff, self._dial)
+            self._retry_later()  # a peer that broke the protocol is not redialed at once
             return
         self._dial()  # the first reconnect after a fault is immediate
 
@@ -1105,9 +1120,8 @@ class Session:
         if link is None:
             return
         link.conn.close()
-        if self._has_queued() and not self.policy.server and not self.closed:
-            self._backoff = self._m.initial_backoff
-            self._retry = self._loop.call_later(self._backoff, self._dial)
+        if self._has_queued():
+            self._retry_later()
 
     def _drop_lossy(self, exc: BaseException) -> None:
         dropped = self._discard_all()

@@ -869,6 +869,30 @@ def test_a_refusal_on_an_open_session_is_a_fault_with_the_peers_reason(loop):
     b.close()
 
 
+def test_a_fault_in_the_middle_of_a_batch_loses_and_repeats_nothing(loop):
+    # b receives, in one read: 3 messages, a bad control frame, 3 more. It
+    # delivers the first 3, refuses the connection, discards the rest; the
+    # resume point it announces must be exactly 3.
+    a, b, got = pair(loop, a_kwargs={"policy": Policy.lossless_client(), "initial_backoff": 0.01},
+                     b_kwargs={"policy": Policy.stateful_server()})  # fmt: skip
+    b.on_error = lambda exc: None
+    s = a.connect(b.address)
+    assert loop.run_until(lambda: s.is_connected, timeout=10)
+    for i in range(3):
+        s.send(1, SEQ.pack(i))
+    s._pull()  # into the Conn now, ahead of what follows
+    s._link.send_control(b"\x77")
+    for i in range(3, 6):
+        s.send(1, SEQ.pack(i))
+    s._pull()
+    assert loop.run_until(lambda: len(got) == 6, timeout=10), got
+    assert [SEQ.unpack(p)[0] for _, p in got] == list(range(6))
+    bs = b.session(a.address)
+    assert bs.statistics().in_seq == 6 and bs.statistics().opens == 2
+    a.close()
+    b.close()
+
+
 def _accept_raw(loop, lsock) -> Raw:
     conns: list[socket.socket] = []
 

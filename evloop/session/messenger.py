@@ -286,6 +286,7 @@ class Messenger:
         default = self._on_message
         session._handler = default if not self._routes else None
         session._default = default if default is not None else self._unroutable
+        session._rebuild_receiver()
 
     def _unroutable(self, session: Session, chan: int, payload: bytes | bytearray) -> None:
         raise UnroutableFrame(

@@ -23,9 +23,17 @@
 # Receiving. Data frames carry no sequence number: the n-th data frame that
 # arrives on a connection after its handshake is message resume+n, where
 # resume is the in_seq this side announced in that handshake (docs/
-# session.md). Each data frame bumps in_seq before its handler runs (so a
-# handler that raises never causes a redelivery), and one cumulative ACK per
-# turn (or piggy-backed on the next pull) tells the peer how far we got.
+# session.md). The per-frame path is one closure (_receiver): the channel
+# check and the handler call, nothing else. in_seq is not counted per frame:
+# the Pipe counts every frame it hands out (frames_in, before or right
+# after the call, so a handler that raises never causes a redelivery), and
+# each frame of a link goes to exactly one of its handshake handler, the
+# data path, the control path or, once detached, a discarding callback; the
+# last three but data count theirs, so in_seq = in_seq at attach + frames_in
+# - handshake - control - discarded, exact whenever no delivery run is in
+# progress (it lags inside a handler by the frames of the current batch).
+# One cumulative ACK per turn that delivered data (or piggy-backed on the
+# next pull) tells the peer how far we got.
 #
 # Faults. When the connection fails, what was sent and not acknowledged is
 # requeued in front of everything (Ceph's requeue_sent) and out_seq rewinds
@@ -120,17 +128,13 @@ class SessionStatistics:
     last_keepalive_ack: float | None  # loop time of the last keepalive ack
 
 
-def _discard_frame(chan: int, payload: Any) -> None:
-    return None
-
-
 class _Link:
     """One connection of a messenger: a Pipe on a Conn, its handshake, and
     then its session's frames. See docs/session.md for the handshake."""
 
     __slots__ = (
         "m", "conn", "pipe", "role", "session", "peer", "state", "nonce", "peer_nonce",
-        "_timer", "_error", "__weakref__",
+        "_timer", "_error", "hs", "ctrl", "discarded", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, m: Messenger, conn: Conn, role: str, session: Session | None, peer: str):
@@ -143,6 +147,11 @@ class _Link:
         self.nonce = wire.new_nonce()
         self.peer_nonce = b""
         self._error: BaseException | None = None
+        # Frames delivered to the handshake, control and discarding paths
+        # (see the module header: in_seq is derived from them).
+        self.hs = 0
+        self.ctrl = 0
+        self.discarded = 0
         self.pipe = Pipe(
             conn,
             self._on_handshake_frame,
@@ -159,6 +168,7 @@ class _Link:
     # -- handshake ----------------------------------------------------------
 
     def _on_handshake_frame(self, chan: int, payload: bytes | bytearray) -> None:
+        self.hs += 1
         if self.state >= _OPEN:
             return
         try:
@@ -345,8 +355,16 @@ class _Link:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.pipe.on_frame = _discard_frame
+        self.pipe.on_frame = self.discard
         self.conn.abort()
+
+    def discard(self, chan: int, payload: bytes | bytearray) -> None:
+        """A detached link's frames: counted, not delivered."""
+        self.discarded += 1
+
+    def data_frames(self) -> int:
+        """Data frames this link delivered to its session."""
+        return self.pipe.frames_in - self.hs - self.ctrl - self.discarded
 
     def __repr__(self) -> str:
         names = ("hello", "connect", "reply", "open", "closed")
@@ -369,7 +387,8 @@ class Session:
         self.peer_cookie = 0
         self.out_seq = 0
         self.acked = 0
-        self.in_seq = 0
+        self._in_seq = 0  # in_seq when _rx attached (or for good, without _rx)
+        self._rx: _Link | None = None  # the link whose data frames count on top
         self._in_acked = 0  # the in_seq the peer knows we reached
         # Queued messages are kept as a header and a payload entry each, so
         # the pull hands a run of them to the Conn as one join (the one copy
@@ -395,7 +414,6 @@ class Session:
         self._waiting = False  # told WAIT: the peer dials us
         self._backoff = 0.0
         self._pull_pending = False
-        self._ack_pending = False
         self._writable_handle: Handle | None = None
         self._writable_waiters: list[Handle] = []
         self._ka_timer: TimerHandle | None = None
@@ -436,6 +454,20 @@ class Session:
         if self._dialing or self._connector is not None or self._retry is not None:
             return "connecting"
         return "standby"
+
+    @property
+    def in_seq(self) -> int:
+        """The last data message received (see the module header)."""
+        rx = self._rx
+        if rx is None:
+            return self._in_seq
+        return self._in_seq + rx.pipe.frames_in - rx.hs - rx.ctrl - rx.discarded
+
+    def _settle_in(self) -> None:
+        """Fold the counting link's frames into _in_seq (no run in progress)."""
+        if self._rx is not None:
+            self._in_seq = self.in_seq
+            self._rx = None
 
     @property
     def is_connected(self) -> bool:
@@ -551,11 +583,12 @@ class Session:
         conn = link.conn
         if conn.closing:
             return
-        if self.in_seq > self._in_acked:
+        in_seq = self.in_seq
+        if in_seq > self._in_acked:
             # Piggy-back the ack on this write: one control frame per turn.
-            self._in_acked = self.in_seq
+            self._in_acked = in_seq
             self.acks_out += 1
-            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
+            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, in_seq))
         w = conn.write_buffer
         hw = conn.high_water
         write = conn.write
@@ -686,7 +719,7 @@ class Session:
             self.out_seq += 1
             self.acked += 1
             self.messages_out += 1
-            self.in_seq += 1
+            self._in_seq += 1
             try:
                 dispatch(self, (header[0] << 8) | header[1], payload)
             except Exception as exc:
@@ -701,47 +734,83 @@ class Session:
 
     # -- receiving ----------------------------------------------------------
 
-    def _on_frame(self, chan: int, payload: bytes | bytearray) -> None:
-        # The per-message hot path of the receiving side (no throttle).
-        if chan == SESSION_CHANNEL:
-            self._on_control(payload)
-            return
-        self.in_seq += 1
-        if not self._ack_pending:
-            self._ack_pending = True
-            self._loop.call_before_poll(self._flush_ack)
-        h = self._handler
-        if h is None:
-            h = self._route(chan, self._default)
-        h(self, chan, payload)
+    def _receiver(self) -> Callable[[int, bytes | bytearray], None]:
+        """The attached link's on_frame: the per-message hot path of the
+        receiving side, a closure so that it costs one channel check and the
+        handler call (plus arming the turn's ack, once per turn)."""
+        session = self
+        control = self._on_control
+        arm = self._loop.call_before_poll
+        handler = self._handler
+        route = self._route
+        default = self._default
+        flush_ack = self._flush_ack
+        armed = False
 
-    def _on_frame_throttled(self, chan: int, payload: bytes | bytearray) -> None:
-        if chan == SESSION_CHANNEL:
-            self._on_control(payload)
-            return
-        self.in_seq += 1
-        if not self._ack_pending:
-            self._ack_pending = True
-            self._loop.call_before_poll(self._flush_ack)
+        def flush() -> None:
+            nonlocal armed
+            armed = False
+            flush_ack()
+
         th = self._throttle
-        assert th is not None
-        n = len(payload)
-        th.take(n)
-        try:
-            h = self._handler
-            if h is None:
-                h = self._route(chan, self._default)
-            r = h(self, chan, payload)
-        except BaseException:
-            th.put(n)
-            raise
-        if isinstance(r, Future) and not r.done():
-            # Held until the handler's Future is done.
-            r.add_done_callback(lambda _f: th.put(n))
-        else:
-            th.put(n)
-        if th.exhausted and not self._throttled:
-            self._throttle_pause()
+        if th is not None:
+
+            def on_frame_throttled(chan: int, payload: bytes | bytearray) -> None:
+                nonlocal armed
+                if chan == SESSION_CHANNEL:
+                    control(payload)
+                    return
+                if not armed:
+                    armed = True
+                    arm(flush)
+                n = len(payload)
+                th.take(n)
+                h = handler if handler is not None else route(chan, default)
+                try:
+                    r = h(session, chan, payload)
+                except BaseException:
+                    th.put(n)
+                    raise
+                if isinstance(r, Future) and not r.done():
+                    # Held until the handler's Future is done.
+                    r.add_done_callback(lambda _f: th.put(n))
+                else:
+                    th.put(n)
+                if th.exhausted and not session._throttled:
+                    session._throttle_pause()
+
+            return on_frame_throttled
+
+        if handler is not None:
+
+            def on_frame(chan: int, payload: bytes | bytearray) -> None:
+                nonlocal armed
+                if chan != SESSION_CHANNEL:
+                    if not armed:
+                        armed = True
+                        arm(flush)
+                    handler(session, chan, payload)
+                else:
+                    control(payload)
+
+            return on_frame
+
+        def on_frame_routed(chan: int, payload: bytes | bytearray) -> None:
+            nonlocal armed
+            if chan != SESSION_CHANNEL:
+                if not armed:
+                    armed = True
+                    arm(flush)
+                route(chan, default)(session, chan, payload)
+            else:
+                control(payload)
+
+        return on_frame_routed
+
+    def _rebuild_receiver(self) -> None:
+        """The handlers changed: a new closure for the attached link."""
+        if self._link is not None:
+            self._link.pipe.on_frame = self._receiver()
 
     def _throttle_pause(self) -> None:
         assert self._throttle is not None
@@ -757,16 +826,19 @@ class Session:
             self._link.pipe.resume_reading()
 
     def _flush_ack(self) -> None:
-        self._ack_pending = False
         link = self._link
-        if link is not None and self.in_seq > self._in_acked and not link.conn.closing:
-            self._in_acked = self.in_seq
+        if link is None or link.conn.closing:
+            return
+        in_seq = self.in_seq
+        if in_seq > self._in_acked:
+            self._in_acked = in_seq
             self.acks_out += 1
-            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, self.in_seq))
+            link.pipe.write_frame(SESSION_CHANNEL, _pack_ack(_ACK, in_seq))
 
     def _on_control(self, payload: bytes | bytearray) -> None:
         link = self._link
         assert link is not None
+        link.ctrl += 1
         peer = self.peer
         try:
             kind = wire.kind_of(payload, peer)
@@ -1027,8 +1099,9 @@ class Session:
             if self.policy.resetcheck:
                 dropped = self._discard_all()
         self.peer_cookie = peer_cookie
-        self._in_base += self.in_seq
-        self.in_seq = self._in_acked = 0
+        self._settle_in()
+        self._in_base += self._in_seq
+        self._in_seq = self._in_acked = 0
         self.acked = self.out_seq = 0
         return dropped
 
@@ -1041,8 +1114,10 @@ class Session:
         self._link = link
         self._waiting = False
         self._backoff = 0.0
-        self._in_acked = self.in_seq
-        link.pipe.on_frame = self._on_frame if self._throttle is None else self._on_frame_throttled
+        self._settle_in()  # the previous link's count, final now
+        self._rx = link
+        self._in_acked = self._in_seq
+        link.pipe.on_frame = self._receiver()
         if self._throttled:
             link.pipe.pause_reading()
         self.opens += 1
@@ -1064,7 +1139,7 @@ class Session:
         if link is None:
             return None
         link.state = _CLOSED
-        link.pipe.on_frame = _discard_frame
+        link.pipe.on_frame = link.discard  # stays the counting link until settled
         if self._ka_timer is not None:
             self._ka_timer.cancel()
             self._ka_timer = None

@@ -144,7 +144,7 @@ class Messenger:
         handshake_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         window: int = 1024 * 1024,
-        high_water: int = 16 * 1024 * 1024,
+        high_water: int = 1024 * 1024,
         low_water: int | None = None,
         send_cap: int = 128 * 1024 * 1024,
         max_message: int = DEFAULT_MAX_LEN,

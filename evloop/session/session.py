@@ -114,7 +114,8 @@ class SessionStatistics:
     in_seq: int  # last sequence number received
     queued: int  # messages not sent yet (including requeued ones)
     unacked: int  # sent, not acknowledged yet
-    pending_bytes: int  # payload bytes queued or unacknowledged
+    pending_bytes: int  # frame bytes (headers included) queued or unacknowledged
+    queued_bytes: int  # of which not sent yet (what `writable` looks at)
     messages_in: int
     messages_out: int  # handed to a connection (a replayed message counts again)
     opens: int  # handshakes completed
@@ -494,16 +495,24 @@ class Session:
         return bool(self._prios) or self._replay.head < len(self._replay.items)
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes (headers included) queued or requeued, not sent yet."""
+        return self._pending_bytes - self._ubytes
+
+    @property
     def writable(self) -> bool:
-        """False while more than the messenger's `high_water` payload bytes
-        are queued or unacknowledged: a producer should wait (when_writable)."""
-        return self._pending_bytes <= self._m.high_water and not self.closed
+        """False while more than the messenger's `high_water` bytes are
+        queued and not sent yet: a producer should wait (when_writable).
+        Like a Conn's write buffer, it drains as the connection takes
+        messages; what is sent and unacknowledged counts against send_cap
+        only."""
+        return self._pending_bytes - self._ubytes <= self._m.high_water and not self.closed
 
     def when_writable(self, fn: Callable[[], Any]) -> Handle:
-        """fn() once, from a fresh loop callback, when the pending bytes fell
+        """fn() once, from a fresh loop callback, when the queued bytes fell
         to the messenger's low_water (at once if writable), or the session
         closed."""
-        if self.closed or self._pending_bytes <= self._m.high_water:
+        if self.closed or self._pending_bytes - self._ubytes <= self._m.high_water:
             return self._loop.call_soon(fn)
         h = Handle(self._loop, fn, ())
         self._writable_waiters.append(h)
@@ -656,7 +665,7 @@ class Session:
         pipe = link.pipe
         pipe.frames_out += n  # written under the Pipe's framing, past its counters
         pipe.payload_out += nbytes - HEADER_SIZE * n
-        if not lossless and self._writable_waiters and self._pending_bytes <= m.low_water:
+        if self._writable_waiters and self._pending_bytes - self._ubytes <= m.low_water:
             self._wake_writers()
         if cap > 0:
             m._inject_left -= n
@@ -726,7 +735,7 @@ class Session:
                 self._loop.call_exception_handler(exc, dispatch)
             if self.closed:
                 return
-        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
+        if self._writable_waiters and self._pending_bytes - self._ubytes <= self._m.low_water:
             self._wake_writers()
         if prios:
             self._pull_pending = True
@@ -905,8 +914,6 @@ class Session:
         self._sent_head = e
         self._pending_bytes -= nb
         self._ubytes -= nb
-        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
-            self._wake_writers()
 
     # -- connection lifecycle -------------------------------------------------
 
@@ -1086,7 +1093,7 @@ class Session:
             replay.head = 0
         self._pending_bytes -= nb
         self.acked = self.out_seq = peer_in_seq
-        if self._writable_waiters and self._pending_bytes <= self._m.low_water:
+        if self._writable_waiters and self._pending_bytes - self._ubytes <= self._m.low_water:
             self._wake_writers()
 
     def _new_pair(self, peer_cookie: int, reset: bool) -> int:
@@ -1329,6 +1336,7 @@ class Session:
             queued=self.queued,
             unacked=self.unacked,
             pending_bytes=self._pending_bytes,
+            queued_bytes=self._pending_bytes - self._ubytes,
             messages_in=self._in_base + self.in_seq,
             messages_out=self.messages_out,
             opens=self.opens,

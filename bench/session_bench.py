@@ -345,7 +345,12 @@ def main() -> int:
             "session_msgs_per_s": summary(r["session"]),
         }
         pm, sm = statistics.median(r["pipe"]), statistics.median(r["session"])
-        cell["session_vs_pipe"] = sm / pm
+        cell["session_vs_pipe"] = sm / pm  # ratio of the medians
+        # The same ratio within each repeat (the two ran back to back), so
+        # its spread shows the noise of the machine, not of the code.
+        cell["session_vs_pipe_per_repeat"] = summary(
+            [x / y for x, y in zip(r["session"], r["pipe"], strict=True)]
+        )
         cell["session_overhead_pct"] = 100.0 * (pm / sm - 1.0)
         if use_zmq:
             cell["zmq_msgs_per_s"] = summary(r["zmq"])

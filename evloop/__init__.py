@@ -3,6 +3,8 @@ worker processes for Python on Linux. See README.md."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
 from .errors import (
@@ -47,18 +49,35 @@ from .server import (
     listen_tcp,
     listen_unix,
 )
-from .session import (
-    SESSION_CHANNEL,
-    Messenger,
-    MessengerStatistics,
-    Policy,
-    Session,
-    SessionStatistics,
-    Throttle,
-)
 from .spawn import Worker, spawn
 
 __version__ = "0.1.0"
+
+# evloop.session is imported on first use, not by `import evloop`: a worker
+# process imports evloop at start-up and should not pay for the messenger.
+if TYPE_CHECKING:
+    from .session import (
+        SESSION_CHANNEL,
+        Messenger,
+        MessengerStatistics,
+        Policy,
+        Session,
+        SessionStatistics,
+        Throttle,
+    )
+else:
+    _SESSION_NAMES = frozenset(
+        ("Messenger", "MessengerStatistics", "Session", "SessionStatistics", "Policy",
+         "Throttle", "SESSION_CHANNEL")
+    )  # fmt: skip
+
+    def __getattr__(name: str) -> object:
+        if name in _SESSION_NAMES:
+            from . import session
+
+            return getattr(session, name)
+        raise AttributeError(f"module 'evloop' has no attribute {name!r}")
+
 
 __all__ = [
     "Loop", "Handle", "TimerHandle", "LoopStatistics", "EVENT_READ", "EVENT_WRITE",

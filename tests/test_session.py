@@ -124,6 +124,36 @@ def test_unix_transport_and_replies(loop, tmp_path):
     assert not os.path.exists(str(tmp_path / "b.sock"))
 
 
+def test_unix_transport_survives_injected_faults(loop, tmp_path):
+    a, b, got = pair(loop, a_kwargs={"inject_socket_failures": 97}, transport="unix",
+                     tmp_path=tmp_path)  # fmt: skip
+    for i in range(3000):
+        a.send_message(b.address, 1, SEQ.pack(i))
+    assert loop.run_until(lambda: len(got) == 3000, timeout=30)
+    assert [SEQ.unpack(p)[0] for _, p in got] == list(range(3000))
+    assert a.injected >= 30
+    a.close()
+    b.close()
+
+
+def test_closing_while_dialing_and_backing_off_leaves_nothing_behind(loop):
+    # A dial in flight, a session backing off, a handshake half done: close()
+    # releases them all (the fixture checks fds; the loop has no timers left).
+    lsock = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    m = Messenger(loop, None, policy=Policy.lossless_client())
+    m.send_message(f"tcp:127.0.0.1:{lsock.getsockname()[1]}", 1, b"x")
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    m.send_message(f"tcp:127.0.0.1:{dead.getsockname()[1]}", 1, b"y")  # refused
+    assert loop.run_until(lambda: m.statistics().links == 1, timeout=10)
+    assert loop.run_until(lambda: all(s.state == "connecting" for s in m.sessions()), timeout=10)
+    m.close()
+    assert loop.statistics().timers == 0, loop.statistics()
+    assert m.statistics().sessions == 0
+    dead.close()
+    lsock.close()
+
+
 def test_local_delivery_uses_no_socket_and_keeps_priority_order(loop):
     m = Messenger(loop, "tcp:127.0.0.1:0")
     got: list[bytes] = []

@@ -136,6 +136,19 @@ def test_unix_transport_survives_injected_faults(loop, tmp_path):
     b.close()
 
 
+def test_large_messages_cross_faults_intact(loop):
+    a, b, got = pair(loop, a_kwargs={"inject_socket_failures": 5})
+    sizes = [10, 100_000, 7, 2 << 20, 64 * 1024, 1, 300_000] * 3
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    for p in payloads:
+        a.send_message(b.address, 2, p)
+    assert loop.run_until(lambda: len(got) == len(payloads), timeout=30)
+    assert [p for _, p in got] == payloads
+    assert a.injected >= 3
+    a.close()
+    b.close()
+
+
 def test_closing_while_dialing_and_backing_off_leaves_nothing_behind(loop):
     # A dial in flight, a session backing off, a handshake half done: close()
     # releases them all (the fixture checks fds; the loop has no timers left).

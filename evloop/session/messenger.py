@@ -53,6 +53,8 @@ log = logging.getLogger("evloop")
 
 MessageHandler = Callable[[Session, int, bytes | bytearray], Any]
 
+_MAX_MESSAGE = 64 * 1024 * 1024
+
 
 def parse_address(address: str) -> tuple[str, Any]:
     """("tcp", (host, port)) or ("unix", path) for "tcp:HOST:PORT" (an IPv6
@@ -173,8 +175,10 @@ class Messenger:
                 f"need 0 <= low_water ({low_water}) <= high_water ({high_water})"
                 f" <= send_cap ({send_cap})"
             )
-        if not isinstance(max_message, int) or not 1 <= max_message <= 0xFFFFFFFF:
-            raise ValueError(f"max_message must be in 1..{0xFFFFFFFF}, got {max_message!r}")
+        # A run handed to a Conn is at most window + one message: with both at
+        # most 64 MiB it always fits a Conn's 128 MiB write cap.
+        if not isinstance(max_message, int) or not 1 <= max_message <= _MAX_MESSAGE:
+            raise ValueError(f"max_message must be in 1..{_MAX_MESSAGE}, got {max_message!r}")
         if not isinstance(inject_socket_failures, int) or inject_socket_failures < 0:
             raise ValueError(
                 f"inject_socket_failures must be an int >= 0, got {inject_socket_failures!r}"

@@ -342,7 +342,11 @@ class _Link:
         elif self.role == CONNECTOR:
             if s is not None:
                 s._dial_failed(self, exc)
-        elif exc is not None:
+        elif isinstance(exc, (SessionError, ProtocolError, ConnectError)) and not (
+            isinstance(exc, SessionError) and exc.refused_by_peer
+        ):
+            # A broken handshake is reported; a reset or EOF before it
+            # finished (the loser of a dial race, a port scanner) is not.
             self.m._report(exc)
 
     @property
@@ -680,21 +684,25 @@ class Session:
     def _inject_fault(self, link: _Link) -> None:
         """The inject_socket_failures fault: the session sees its connection
         fail now; the socket is shut down the way Ceph's injection does it
-        (what was written still reaches the peer, then EOF), so every
-        injected fault makes progress."""
-        self._link_lost(
-            link,
-            InjectedFault(
-                f"injected socket failure after {self._m.inject_socket_failures} messages",
-                peer=self.peer,
-            ),
+        (what was written still reaches the peer, then EOF). The redial
+        waits until the peer has closed its side, that is, has read
+        everything: otherwise its reading of a large message could be cut
+        short by our new connection replacing the old one, again and again,
+        and a fault every N messages would make no progress."""
+        exc = InjectedFault(
+            f"injected socket failure after {self._m.inject_socket_failures} messages",
+            peer=self.peer,
         )
         conn = link.conn
-        if not conn.closing:
-            conn.shutdown_write()
-            # Reading goes on (discarded) until the peer closes; a peer that
-            # never does is cut off.
-            conn.set_idle_timeout(self._m.handshake_timeout)
+        self._link_lost(link, exc, redial=False)
+        if conn.closing:
+            self._reconnect(exc)
+            return
+        conn.shutdown_write()
+        # Reading goes on (discarded) until the peer closes; a peer that
+        # never does is cut off.
+        conn.set_idle_timeout(self._m.handshake_timeout)
+        conn.when_closed(lambda: self._reconnect(exc))
 
     def _on_writable(self) -> None:
         self._writable_handle = None
@@ -1168,7 +1176,14 @@ class Session:
         self.out_seq = self.acked
         return link
 
-    def _link_lost(self, link: _Link, exc: BaseException | None, *, replaced: bool = False) -> None:
+    def _link_lost(
+        self,
+        link: _Link,
+        exc: BaseException | None,
+        *,
+        replaced: bool = False,
+        redial: bool = True,
+    ) -> None:
         """The open connection failed (Ceph's fault()). The caller owns the
         Conn (it is closed, or about to be); a replaced link is aborted here."""
         if link is not self._link:
@@ -1187,11 +1202,16 @@ class Session:
             self._drop_lossy(exc)
             return
         m._notify("on_fault", self, exc)
-        if self.closed or replaced:
+        if not replaced and redial:
+            self._reconnect(exc)
+
+    def _reconnect(self, exc: BaseException) -> None:
+        """After a fault: dial again, or wait, per policy."""
+        if self.closed or self._link is not None or self._is_dialing or self._retry is not None:
             return
         if self.policy.server or (self.policy.standby and not self._has_queued()):
             return  # standby: wait for the peer, or for something to send
-        if protocol:
+        if _is_protocol_error(exc):
             self._retry_later()  # a peer that broke the protocol is not redialed at once
             return
         self._dial()  # the first reconnect after a fault is immediate

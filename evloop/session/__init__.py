@@ -2,9 +2,9 @@
 #
 #   wire.py       the session channel's control frames (the protocol module)
 #   policy.py     Policy flags and presets, Throttle
+#   link.py       _Link: one connection and its handshake
 #   session.py    Session: priority out-queues, implicit sequence numbers,
-#                 cumulative acks, replay across reconnects, keepalive; _Link,
-#                 one connection and its handshake
+#                 cumulative acks, replay across reconnects, keepalive
 #   messenger.py  Messenger: addresses, sessions by peer, accept-side routing,
 #                 simultaneous-dial resolution, local delivery
 #

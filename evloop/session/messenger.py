@@ -43,8 +43,9 @@ from ..loop import Loop
 from ..pipe import DEFAULT_MAX_LEN
 from ..server import Server, connect_tcp, connect_unix, listen_tcp, listen_unix
 from . import wire
+from .link import ACCEPTOR, CONNECTOR, _Link
 from .policy import Policy, Throttle
-from .session import ACCEPTOR, CONNECTOR, PRIO_DEFAULT, Session, _Link
+from .session import PRIO_DEFAULT, Session
 from .wire import SESSION_CHANNEL
 
 __all__ = ["Messenger", "MessengerStatistics", "parse_address", "MessageHandler"]

@@ -15,6 +15,7 @@ from ._implementation import ComponentImplementation, Implementation, implementa
 from .conn import Conn, ConnStatistics
 from .daemon import run_daemon
 from .errors import (
+    AuthenticationError,
     BrokenChannelError,
     BufferFullError,
     CancelledError,
@@ -30,7 +31,9 @@ from .errors import (
     HttpError,
     IdleTimeoutError,
     IncompleteReadError,
+    InjectedFault,
     InvalidStateError,
+    KeepaliveTimeout,
     LinkProtocolError,
     LoopClosedError,
     LoopRunningError,
@@ -43,6 +46,9 @@ from .errors import (
     RequestCancelled,
     RequestTimeout,
     RespProtocolError,
+    SessionError,
+    SessionProtocolError,
+    SessionReset,
     SpawnError,
     StreamAborted,
     TargetError,
@@ -88,17 +94,37 @@ from .tasks import (
     sleep,
 )
 
+# Imported on first use, not by `import evloop`: evloop.worker is the child
+# runtime, run as `python -m evloop.worker` (importing it with the package
+# would make runpy warn in every worker), and a worker process imports
+# evloop at start-up and should not pay for the messenger.
 if TYPE_CHECKING:
+    from .session import (
+        SESSION_CHANNEL,
+        Messenger,
+        MessengerStatistics,
+        Policy,
+        Session,
+        SessionStatistics,
+        Throttle,
+    )
     from .worker import WorkerContext
+
+_SESSION_NAMES = frozenset(
+    ("Messenger", "MessengerStatistics", "Session", "SessionStatistics", "Policy",
+     "Throttle", "SESSION_CHANNEL")
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    # evloop.worker is the child runtime, run as `python -m evloop.worker`:
-    # importing it with the package would make runpy warn in every worker.
     if name == "WorkerContext":
         from .worker import WorkerContext
 
         return WorkerContext
+    if name in _SESSION_NAMES:
+        from . import session
+
+        return getattr(session, name)
     raise AttributeError(f"module 'evloop' has no attribute {name!r}")
 
 
@@ -124,4 +150,7 @@ __all__ = [
     "DeadlineExceeded", "LoopStoppedError", "WouldBlock", "TaskGroupError", "IncompleteReadError",
     "ChannelError", "EndOfChannel", "BrokenChannelError", "ChannelFailed", "ClosedChannelError",
     "Unroutable", "LinkProtocolError",
+    "Messenger", "MessengerStatistics", "Session", "SessionStatistics", "Policy", "Throttle",
+    "SESSION_CHANNEL", "SessionError", "SessionProtocolError", "AuthenticationError",
+    "KeepaliveTimeout", "SessionReset", "InjectedFault",
 ]  # fmt: skip

@@ -46,6 +46,8 @@ __all__ = [
     "CHILD_FD",
     "CONTROL_CHANNEL",
     "MAX_USER_CHANNEL",
+    "SESSION_CHANNEL",
+    "RESERVED_CHANNELS",
     "HEADER_SIZE",
     "DEFAULT_MAX_LEN",
     "KindInfo",
@@ -70,6 +72,13 @@ CHILD_FD = 3
 # Reserved for evloop's control messages; user channels are below it.
 CONTROL_CHANNEL = 0xFFFF
 MAX_USER_CHANNEL = CONTROL_CHANNEL - 1
+# The other reserved channel: a session's own control frames (handshake,
+# acks, keepalives; see evloop/session/wire.py and docs/session.md) on a
+# session's connection. Each reserved channel belongs to one kind of link
+# (65535 to a parent and its worker, 65534 to two messengers), so a worker's
+# user traffic may still use 65534.
+SESSION_CHANNEL = 0xFFFE
+RESERVED_CHANNELS = {CONTROL_CHANNEL: "control (parent and worker)", SESSION_CHANNEL: "session"}
 
 # A request id on the wire: u64 big-endian, right after the kind byte.
 REQUEST_ID = struct.Struct(">Q")

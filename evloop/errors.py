@@ -365,3 +365,63 @@ class LinkProtocolError(ChannelError, ValueError):
     """A peer sent a frame the pattern link protocol does not allow (an
     unknown kind byte, a short frame, an item without credit, an ack for
     nothing). The link is failed with it: both sides see ChannelFailed."""
+
+
+class SessionError(EvloopError):
+    """Root of the errors of evloop.session (messengers and their lossless
+    sessions). `peer` names the peer's messenger address when it is known
+    (an empty string before a handshake said who it is). `refused_by_peer`
+    is True when the error is the peer's REFUSE of our handshake (the peer
+    found the fault) rather than something we found ourselves."""
+
+    def __init__(self, msg: str, *, peer: str = ""):
+        super().__init__(msg)
+        self.peer = peer
+        self.refused_by_peer = False
+
+
+class SessionProtocolError(SessionError, ValueError):
+    """A peer broke the session protocol on the reserved session channel:
+    a control frame of an unknown kind, a truncated or oversized one, a bad
+    magic or version in the handshake, a data frame before the handshake
+    finished, or an absurd sequence number (an ack for more messages than
+    were sent, a resume point outside what is kept). Only the connection
+    that carried it is closed; the error goes to the messenger's on_error
+    (by default the loop's exception handler)."""
+
+
+class AuthenticationError(SessionError, PermissionError):
+    """The session handshake's challenge/response failed: the peer's HMAC
+    did not match our shared key, or only one side has a key. Raised on
+    both sides, before any message is delivered: the side that checked the
+    proof refuses the connection (and reports this to on_error), the side
+    that was refused reports it to on_refused. The session is not retried
+    automatically: a wrong key is a configuration error."""
+
+
+class KeepaliveTimeout(SessionError, TimeoutError):
+    """Nothing arrived from the peer for `misses` keepalive intervals: the
+    peer is declared dead, the connection is faulted (and, for a lossless
+    session, reconnected). `timeout` is misses x interval in seconds."""
+
+    def __init__(self, msg: str, *, peer: str = "", timeout: float):
+        super().__init__(msg, peer=peer)
+        self.timeout = timeout
+
+
+class SessionReset(SessionError, ConnectionError):
+    """A session was reset and its undelivered messages discarded:
+    `dropped` says how many. Passed to on_reset when a lossy session loses
+    its connection (the messages queued or in flight are dropped, as a lossy
+    policy promises), and to on_refused when authentication failed."""
+
+    def __init__(self, msg: str, *, peer: str = "", dropped: int = 0):
+        super().__init__(msg, peer=peer)
+        self.dropped = dropped
+
+
+class InjectedFault(SessionError, ConnectionError):
+    """The connection was dropped on purpose by the messenger's
+    `inject_socket_failures` setting (every N messages sent): the fault a
+    lossless session must survive without losing, duplicating or
+    reordering a message."""

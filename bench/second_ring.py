@@ -32,12 +32,16 @@ SCRIPTS = ("coro_rtt.py", "patterns_zmq.py", "session_bench.py")
 TIMEOUT = 900.0
 
 
+# The repeat flag's name in each script.
+REPEAT_FLAG = {"session_bench.py": "--repeats"}
+
+
 def run_one(script: Path, quick: bool, repeat: int | None) -> dict[str, object]:
     cmd = [sys.executable, str(script)]
     if quick:
         cmd.append("--quick")
     elif repeat is not None:
-        cmd += ["--repeat", str(repeat)]
+        cmd += [REPEAT_FLAG.get(script.name, "--repeat"), str(repeat)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     took = time.perf_counter() - t0
@@ -55,6 +59,17 @@ def run_one(script: Path, quick: bool, repeat: int | None) -> dict[str, object]:
 def describe(record: dict[str, object]) -> str:
     ratios = record.get("ratios") or {}
     assert isinstance(ratios, dict)
+    results = record.get("results")
+    if record.get("bench") == "session" and isinstance(results, dict):
+        # The session script reports its ratios per frame size.
+        ratios = {}
+        for size, r in results.items():
+            ratios[f"session / plain Pipe, {size} B"] = r["session_vs_pipe"]
+            if "session_vs_zmq" in r:
+                ratios[f"session / pyzmq DEALER-ROUTER, {size} B"] = r["session_vs_zmq"]
+        rec = record.get("recovery_ms")
+        if isinstance(rec, dict):
+            ratios["recovery after a fault, ms (not a ratio)"] = rec["median"]
     if not ratios:
         return "  (no ratios: a peer was unavailable; see the JSON)"
     return "\n".join(f"  {name}: {value:.2f}x" for name, value in sorted(ratios.items()))

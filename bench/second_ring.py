@@ -72,7 +72,10 @@ def describe(record: dict[str, object]) -> str:
             ratios["recovery after a fault, ms (not a ratio)"] = rec["median"]
     if not ratios:
         return "  (no ratios: a peer was unavailable; see the JSON)"
-    return "\n".join(f"  {name}: {value:.2f}x" for name, value in sorted(ratios.items()))
+    return "\n".join(
+        f"  {name}: {value:.2f}" + ("" if "not a ratio" in name else "x")
+        for name, value in sorted(ratios.items())
+    )
 
 
 def main() -> int:

@@ -96,6 +96,7 @@ class Graph:
         self,
         name: str,
         target: type[Servlet] | str,
+        /,
         *,
         placement: str = "inprocess",
         line: int = 0,

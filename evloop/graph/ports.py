@@ -213,7 +213,10 @@ def check_define(
     """The PortSpec for define(name, flags, codec=, companion=) on a servlet
     that has `ports` already, or PortDefinitionError saying what is wrong."""
     label = f"servlet {servlet!r}"
-    check_name("port", name)
+    try:
+        check_name("port", name)
+    except PortDefinitionError as exc:
+        raise PortDefinitionError(f"{label}: {exc}", servlet=servlet) from None
     assert isinstance(name, str)
     if name in ports:
         raise PortDefinitionError(

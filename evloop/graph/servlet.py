@@ -244,7 +244,8 @@ class Execution:
         servlet = self.servlet
         spec = servlet.port_spec(port)
         verb = "set" if on else "clear"
-        check_change(servlet.name, spec, bits, verb)
+        # A plain int: ~ of an IntFlag member keeps only the enum's own bits.
+        bits = int(check_change(servlet.name, spec, bits, verb))
         if not self._open:
             raise PortFlagError(
                 f"{servlet.name}.{port}: cannot {verb} flags after the execution returned"

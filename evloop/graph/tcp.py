@@ -7,8 +7,9 @@
 # request), so the answer finds its connection whoever produced it.
 #
 # A request is one line (up to and including b"\n", at most max_line
-# bytes). While a request's flow is open the connection reads no further
-# (the kernel holds what the client sends next), so answers leave in order.
+# bytes). While a request's flow is open the next request waits in the
+# connection's read buffer (reading goes on, so a client that goes away is
+# seen at once), so answers leave in order.
 # The answer is written, the flow ends, and then the flags the answer
 # carried decide the connection's fate, as Plumber's TCP module does:
 #
@@ -115,7 +116,8 @@ class TcpServlet(Servlet):
     def _on_data(self, peer: _Peer) -> None:
         conn = peer.conn
         if peer.flow or conn.closing:
-            conn.pause_reading()  # one request at a time: the kernel holds the rest
+            # One request at a time: the rest waits in the read buffer (still
+            # reading, so that a client that goes away is seen at once).
             return
         try:
             line = conn.read_until(b"\n", min(self.max_line, conn.read_limit))
@@ -131,7 +133,6 @@ class TcpServlet(Servlet):
         flow = self.open_flow(lambda exc, peer=peer: self._flow_aborted(peer, exc))
         peer.flow = flow
         self.flows[flow] = peer
-        conn.pause_reading()
         self.emit("request", line, flow=flow)
 
     def exec(self, ex: Execution) -> None:
@@ -148,7 +149,8 @@ class TcpServlet(Servlet):
             self.pooled += 1
             peer.pooled = True
             peer.timer = self.loop.call_later(self.ttl, self._expire, peer)
-            conn.resume_reading()  # shows a request that is already buffered
+            if conn.read_buffered:  # the next request is here already
+                self.loop.call_soon(self._on_data, peer)
         else:
             self.closed += 1
             conn.close()

@@ -25,6 +25,7 @@ from evloop.errors import (
     ServletError,
 )
 from evloop.future import Future
+from evloop.loop import EVENT_READ
 from evloop.graph import (
     INPUT,
     OUTPUT,
@@ -398,7 +399,8 @@ def test_a_flow_in_flight_is_waited_for_then_aborted_at_the_deadline(vloop: Loop
 
 
 class Client:
-    """A blocking-free test client: the loop runs while it waits."""
+    """A plain socket client whose fd the loop watches, so that the loop
+    wakes when an answer arrives while a test waits for it."""
 
     def __init__(self, loop: Loop, port: int):
         self.loop = loop
@@ -406,13 +408,15 @@ class Client:
         self.sock.setblocking(False)
         self.got = bytearray()
         self.eof = False
+        loop.register(self.sock.fileno(), EVENT_READ, lambda _mask: self._pump())
 
     def _pump(self) -> None:
         try:
-            while True:
+            while not self.eof:
                 data = self.sock.recv(65536)
                 if not data:
                     self.eof = True
+                    self.loop.unregister(self.sock.fileno())
                     return
                 self.got += data
         except BlockingIOError:
@@ -434,6 +438,8 @@ class Client:
         assert self.loop.run_until(closed, timeout=WAIT)
 
     def close(self) -> None:
+        if not self.eof:
+            self.loop.unregister(self.sock.fileno())
         self.sock.close()
 
 

@@ -409,7 +409,9 @@ class RunningGraph:
     # -- flows ----------------------------------------------------------------------
 
     def _open_flow(self, on_abort: AbortHandler | None) -> int:
-        if self.state != "running":
+        # Draining still opens flows: a source that is finishing (a keep-alive
+        # connection's next request) may need some; stopping does not.
+        if self.state not in ("running", "draining"):
             raise GraphError(f"the graph is {self.state}: it opens no more flows")
         flow = self._next_flow
         self._next_flow = flow + 1

@@ -56,16 +56,18 @@ class PortFlags(enum.IntFlag):
     PERSIST = 0x0002_0000
 
 
-INPUT = PortFlags.INPUT
-OUTPUT = PortFlags.OUTPUT
-PERSIST = PortFlags.PERSIST
+# Plain ints, not the enum's members: flag arithmetic runs per message, and
+# every operation on an IntFlag builds a new enum object.
+INPUT = int(PortFlags.INPUT)
+OUTPUT = int(PortFlags.OUTPUT)
+PERSIST = int(PortFlags.PERSIST)
 PRIVATE_USER = 0x0000_FFFF
 SHARED_USER = 0xFF00_0000
 # The bits that travel with a flow from an input to its companion outputs.
-SHARED = int(PERSIST) | SHARED_USER
+SHARED = PERSIST | SHARED_USER
 # The bits no execution may change: the direction.
-FIXED = int(OUTPUT)
-KNOWN = int(OUTPUT) | SHARED | PRIVATE_USER
+FIXED = OUTPUT
+KNOWN = OUTPUT | SHARED | PRIVATE_USER
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -86,7 +88,7 @@ def describe_flags(flags: int) -> str:
     parts = ["OUTPUT" if flags & OUTPUT else "INPUT"]
     if flags & PERSIST:
         parts.append("PERSIST")
-    rest = flags & ~(int(OUTPUT) | int(PERSIST))
+    rest = flags & ~(OUTPUT | PERSIST)
     if rest:
         parts.append(f"0x{rest:X}")
     return "|".join(parts)

@@ -25,7 +25,6 @@ from evloop.errors import (
     ServletError,
 )
 from evloop.future import Future
-from evloop.loop import EVENT_READ
 from evloop.graph import (
     INPUT,
     OUTPUT,
@@ -37,6 +36,7 @@ from evloop.graph import (
     TcpServlet,
     parse_graph,
 )
+from evloop.loop import EVENT_READ
 from tests.graph_servlets import KEEP, Flags, Hold, Sink, Upper
 
 WAIT = 20.0
@@ -314,15 +314,10 @@ def test_in_process_and_worker_give_the_same_results(loop: Loop) -> None:
 
 def test_a_killed_worker_servlet_fails_its_flows_and_is_restarted(loop: Loop) -> None:
     graph = (
-        Graph()
-        .add("h", Hold, placement="worker")
-        .input("h.input")
-        .output("h.output")
-        .start(loop)
+        Graph().add("h", Hold, placement="worker").input("h.input").output("h.output").start(loop)
     )
     graph.wait_ready(WAIT)
-    node = graph.nodes["h"]
-    first = node.worker
+    first = graph.worker("h")
     assert first is not None
     held = [graph.call(b"one"), graph.call(b"two")]
     # The frames reached the worker (it holds them): kill it.
@@ -335,13 +330,13 @@ def test_a_killed_worker_servlet_fails_its_flows_and_is_restarted(loop: Loop) ->
         assert "in flight" in str(err)
     # The supervision restarts it; the next flows go to the new process.
     assert loop.run_until(
-        lambda: node.worker is not None and node.worker is not first and graph.ready, timeout=WAIT
+        lambda: graph.worker("h") not in (None, first) and graph.ready, timeout=WAIT
     )
     later = graph.call(b"three")
     assert result(loop, graph.call(b"go")) == b"went"
     assert result(loop, later) == b"three"
     assert graph.statistics().crashes == 1 and graph.statistics().open_flows == 0
-    second = node.worker
+    second = graph.worker("h")
     assert second is not None
     stop(loop, graph)
     assert reaped(first.pid) and reaped(second.pid)
@@ -373,7 +368,9 @@ def test_stop_drains_then_closes_in_dependency_order(loop: Loop) -> None:
     graph = parse_graph(text).start(loop)
     graph.wait_ready(WAIT)
     assert result(loop, graph.call(b"x")) == b"X"
-    pid = graph.nodes["mid"].worker.pid  # type: ignore[union-attr]
+    worker = graph.worker("mid")
+    assert worker is not None
+    pid = worker.pid
     stop(loop, graph)
     order = ["head", "mid", "tail"]
     assert graph.stop_log == [("drain", n) for n in order] + [("stop", n) for n in order]
@@ -514,7 +511,9 @@ def test_abort_fails_open_flows_and_kills_workers(loop: Loop) -> None:
     running = graph.start(loop)
     running.wait_ready(WAIT)
     held = running.call(b"x")
-    pid = running.nodes["h"].worker.pid  # type: ignore[union-attr]
+    worker = running.worker("h")
+    assert worker is not None
+    pid = worker.pid
     running.abort()
     assert isinstance(failure(loop, held), GraphStopped)
     assert running.closed

@@ -116,9 +116,7 @@ class _Peer(HttpConnection):
         servlet.emit("requests", (self.cid, Closed(error)), flow=0)
         flows, self.flows = self.flows, {}
         for flow in flows.values():
-            servlet.abort_flow(
-                flow, FlowAborted(f"the HTTP connection closed: {error}", flow=flow)
-            )
+            servlet.abort_flow(flow, FlowAborted(f"the HTTP connection closed: {error}", flow=flow))
 
     def finished(self, seq: int, *sides: set[int]) -> None:
         """One side of request `seq` is complete; both: its flow ends."""
@@ -258,7 +256,11 @@ class Handle(Servlet):
         def sink(msg: Any) -> None:
             key = (cid, msg.seq)
             t = type(msg)
-            done = t is ResponseEnd or t is ResponseAbort or (t is ResponseHead and msg.body is not None)
+            done = (
+                t is ResponseEnd
+                or t is ResponseAbort
+                or (t is ResponseHead and msg.body is not None)
+            )
             flow, flags = (self.flows.pop(key) if done else self.flows.get(key)) or (0, 0)
             self.emit("responses", (cid, msg), flow=flow, flags=flags)
 

@@ -84,7 +84,7 @@ def check_name(kind: str, name: object) -> str:
 
 
 def describe_flags(flags: int) -> str:
-    """"OUTPUT|PERSIST|0x1", for messages."""
+    """ "OUTPUT|PERSIST|0x1", for messages."""
     parts = ["OUTPUT" if flags & OUTPUT else "INPUT"]
     if flags & PERSIST:
         parts.append("PERSIST")
@@ -117,7 +117,7 @@ class BytesCodec:
     def encode(self, obj: Any) -> bytes:
         t = type(obj)
         if t is bytes:
-            return obj  # type: ignore[no-any-return]
+            return obj  # type: ignore[no-any-return,unused-ignore]
         if t is bytearray or t is memoryview:
             return bytes(obj)
         raise TypeError(
@@ -262,7 +262,9 @@ def check_define(
                 servlet=servlet,
                 port=name,
             )
-    return PortSpec(name, int(flags), c, companion, len(ports))
+    return PortSpec(
+        name, int(flags), c, companion if isinstance(companion, str) else None, len(ports)
+    )
 
 
 def check_change(servlet: str, port: PortSpec, bits: object, verb: str) -> int:

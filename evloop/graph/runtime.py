@@ -178,9 +178,12 @@ class _WorkerNode(_Node):
         self.bound = False  # the current worker answered the port map (n)
         self.given_up: WorkerBootError | None = None
         self.crashes = 0
-        self._map = bytes((KIND_PORTS,)) + json.dumps(
-            {"servlet": self.name, "ports": [s.describe() for s in servlet.ports.values()]}
-        ).encode()
+        self._map = (
+            bytes((KIND_PORTS,))
+            + json.dumps(
+                {"servlet": self.name, "ports": [s.describe() for s in servlet.ports.values()]}
+            ).encode()
+        )
         self.sup = Supervisor(
             graph.loop, 1, self._spawn,
             on_start=self._on_start, on_lost=self._on_lost, on_give_up=self._on_give_up,
@@ -400,6 +403,12 @@ class RunningGraph:
         for n in self.nodes.values():
             if isinstance(n, _WorkerNode) and n.given_up is not None:
                 raise GraphError(f"servlet {n.name!r} could not start: {n.given_up}")
+
+    def worker(self, name: str) -> Worker | None:
+        """The current worker process of servlet `name` (None: in-process,
+        or between a crash and its restart)."""
+        node = self.nodes[name]
+        return node.worker if isinstance(node, _WorkerNode) else None
 
     def servlet(self, name: str) -> Servlet:
         """The servlet object `name` (for a worker servlet: the parent's

@@ -77,8 +77,9 @@ class Servlet:
 
     # -- the init step ----------------------------------------------------------
 
-    def init(self, **args: Any) -> None:
-        """Define the ports (define()) and keep the arguments. Nothing else."""
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        """Define the ports (define()) and keep the arguments. Nothing else.
+        A subclass gives it the keyword parameters it takes."""
 
     def define(
         self, name: str, flags: int, *, codec: object = None, companion: str | None = None
@@ -177,7 +178,9 @@ class Servlet:
         """Abort `flow`: its opener is told with a FlowAborted."""
         if not isinstance(error, FlowAborted):
             error = FlowAborted(
-                f"servlet {self.name!r} aborted flow {flow}: {error!r}", flow=flow, servlet=self.name
+                f"servlet {self.name!r} aborted flow {flow}: {error!r}",
+                flow=flow,
+                servlet=self.name,
             )
         self.binding.abort_flow(flow, error)
 

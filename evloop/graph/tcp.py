@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..conn import Conn
@@ -130,7 +131,7 @@ class TcpServlet(Servlet):
             self._unpool(peer)
             self.reused += 1
         self.requests += 1
-        flow = self.open_flow(lambda exc, peer=peer: self._flow_aborted(peer, exc))
+        flow = self.open_flow(functools.partial(self._flow_aborted, peer))
         peer.flow = flow
         self.flows[flow] = peer
         self.emit("request", line, flow=flow)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ __all__ = [
     "PortFlags", "INPUT", "OUTPUT", "PERSIST", "PRIVATE_USER", "SHARED_USER", "SHARED",
     "FIXED", "KNOWN", "PortCodec", "BytesCodec", "ObjectCodec", "BYTES", "OBJECT", "PortSpec",
     "resolve_codec", "check_name", "check_define", "check_change", "describe_flags",
+    "FRAME_HEADER",
 ]  # fmt: skip
 
 
@@ -68,6 +70,11 @@ SHARED = PERSIST | SHARED_USER
 # The bits no execution may change: the direction.
 FIXED = OUTPUT
 KNOWN = OUTPUT | SHARED | PRIVATE_USER
+
+# A port's data frame between the parent and a worker servlet, on the
+# port's channel (its index): flow (u64 BE) | shared flags (u32 BE) | the
+# message as the port's codec encoded it. Both ends import it from here.
+FRAME_HEADER = struct.Struct(">QI")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

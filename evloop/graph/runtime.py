@@ -36,13 +36,20 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..control import CONTROL_CHANNEL, KIND_FLOW_ABORT, KIND_PORTS, KIND_PORTS_BOUND, decode_error
+from ..control import (
+    CONTROL_CHANNEL,
+    KIND_DRAIN,
+    KIND_FLOW_ABORT,
+    KIND_PORTS,
+    KIND_PORTS_BOUND,
+    REQUEST_ID,
+    decode_error,
+)
 from ..errors import (
     ConnClosedError,
     FlowAborted,
@@ -59,15 +66,13 @@ from ..mempipe import MemPipe, mempipe_pair
 from ..spawn import Worker, spawn
 from ..supervise import Slot, Supervisor
 from .model import Plan, ServletDecl
-from .ports import OUTPUT, SHARED, PortSpec
+from .ports import FRAME_HEADER, OUTPUT, SHARED, PortSpec
 from .servlet import AbortHandler, Execution, Servlet
 
-__all__ = ["RunningGraph", "GraphStatistics", "FRAME_HEADER"]
+__all__ = ["RunningGraph", "GraphStatistics"]
 
 log = logging.getLogger("evloop")
 
-# A data frame between the parent and a worker servlet: flow | shared flags.
-FRAME_HEADER = struct.Struct(">QI")
 _WORKER_TARGET = "evloop.graph.worker:run_servlet"
 
 
@@ -256,7 +261,7 @@ class _WorkerNode(_Node):
         if kind == KIND_PORTS_BOUND:
             self.bound = True
         elif kind == KIND_FLOW_ABORT and len(payload) >= 9:
-            flow = struct.unpack_from(">Q", payload, 1)[0]
+            flow = REQUEST_ID.unpack_from(payload, 1)[0]  # the K kind's u64
             cause = decode_error(payload[9:])
             err = ServletError(
                 f"servlet {self.name!r} (worker) raised on flow {flow}: {cause}",
@@ -290,8 +295,6 @@ class _WorkerNode(_Node):
     def drain(self) -> None:
         worker = self.worker
         if worker is not None and not worker.pipe.closed:
-            from ..control import KIND_DRAIN
-
             try:
                 worker.pipe.write_frame(CONTROL_CHANNEL, bytes((KIND_DRAIN,)))
             except ConnClosedError:

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 from ..control import (
@@ -31,17 +30,15 @@ from ..control import (
     KIND_FLOW_ABORT,
     KIND_PORTS,
     KIND_PORTS_BOUND,
+    REQUEST_ID,
     encode_error,
 )
 from ..errors import GraphError
 from ..worker import WorkerContext, _import_target
-from .ports import OUTPUT, SHARED, PortSpec
+from .ports import FRAME_HEADER, OUTPUT, SHARED, PortSpec
 from .servlet import AbortHandler, Execution, Servlet
 
 __all__ = ["run_servlet"]
-
-_HEADER = struct.Struct(">QI")  # runtime.FRAME_HEADER (not imported: no parent code here)
-_FLOW = struct.Struct(">Q")
 
 
 class _ChildBinding:
@@ -57,7 +54,7 @@ class _ChildBinding:
 
     def emit(self, port: PortSpec, flow: int, flags: int, message: Any) -> None:
         body = port.codec.encode(message)
-        self.pipe.write_frame(port.index, _HEADER.pack(flow, flags & SHARED), body)
+        self.pipe.write_frame(port.index, FRAME_HEADER.pack(flow, flags & SHARED), body)
 
     def open_flow(self, on_abort: AbortHandler | None) -> int:
         raise GraphError(
@@ -73,7 +70,7 @@ class _ChildBinding:
 
     def abort_flow(self, flow: int, error: BaseException) -> None:
         self.pipe.write_frame(
-            CONTROL_CHANNEL, bytes((KIND_FLOW_ABORT,)) + _FLOW.pack(flow), encode_error(error)
+            CONTROL_CHANNEL, bytes((KIND_FLOW_ABORT,)) + REQUEST_ID.pack(flow), encode_error(error)
         )
 
     def on_frame(self, chan: int, payload: Any) -> None:
@@ -81,10 +78,10 @@ class _ChildBinding:
             self._control(bytes(payload))
             return
         spec = self.by_chan.get(chan)
-        if spec is None or spec.flags & OUTPUT or len(payload) < _HEADER.size:
+        if spec is None or spec.flags & OUTPUT or len(payload) < FRAME_HEADER.size:
             raise GraphError(f"servlet {self.servlet.name!r}: a bad data frame on channel {chan}")
-        flow, flags = _HEADER.unpack_from(payload)
-        message = spec.codec.decode(payload[_HEADER.size :])
+        flow, flags = FRAME_HEADER.unpack_from(payload)
+        message = spec.codec.decode(payload[FRAME_HEADER.size :])
         servlet = self.servlet
         ex = Execution(servlet, spec.name, message, flow, flags)
         try:

@@ -427,6 +427,13 @@ class Client:
         assert self.loop.run_until(have, timeout=WAIT)
         return bytes(self.got).splitlines(keepends=True)
 
+    def wait_for(self, data: bytes, count: int = 1) -> None:
+        def have() -> bool:
+            self._pump()
+            return self.got.count(data) >= count or self.eof
+
+        assert self.loop.run_until(have, timeout=WAIT)
+
     def wait_eof(self) -> None:
         def closed() -> bool:
             self._pump()

@@ -110,8 +110,8 @@ class _Node:
     # -- Binding ---------------------------------------------------------------
 
     def emit(self, port: PortSpec, flow: int, flags: int, message: Any) -> None:
-        if self.graph.state == "closed":
-            return  # a late timer after the stop: nowhere to go
+        if self.graph.state in ("stopping", "closed"):
+            return  # a late timer, a connection closing in the stop: nowhere to go
         self.outs[port.name].write_item(0, (flow, flags, message))
 
     def open_flow(self, on_abort: AbortHandler | None) -> int:

@@ -99,3 +99,16 @@ class KeepAlive(Servlet):
         if line.strip() != b"bye":
             ex.set_flags("input", PERSIST)
         ex.emit("output", b"echo: " + line)
+
+
+class Shifty(Servlet):
+    """An init that depends on where it runs (a mistake): in a worker it
+    defines one more port than in the parent."""
+
+    def init(self) -> None:
+        from evloop.worker import current_context
+
+        self.define("input", INPUT)
+        self.define("output", OUTPUT)
+        if current_context() is not None:
+            self.define("extra", OUTPUT)

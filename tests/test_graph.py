@@ -34,10 +34,11 @@ from evloop.graph import (
     RunningGraph,
     Servlet,
     TcpServlet,
+    load_graph,
     parse_graph,
 )
 from evloop.loop import EVENT_READ
-from tests.graph_servlets import KEEP, Flags, Hold, Sink, Upper
+from tests.graph_servlets import KEEP, Flags, Hold, Shifty, Sink, Upper
 
 WAIT = 20.0
 
@@ -350,6 +351,23 @@ def test_a_flow_into_a_worker_that_dies_mid_flow_never_hangs(loop: Loop) -> None
     assert isinstance(failure(loop, running.call(b"die")), ServletCrashed)
     assert isinstance(failure(loop, held), ServletCrashed)
     stop(loop, running)
+
+
+def test_a_worker_whose_ports_differ_from_the_parents_is_given_up_on(loop: Loop) -> None:
+    graph = Graph().add("s", Shifty, placement="worker").input("s.input").output("s.output")
+    running = graph.start(loop)
+    with pytest.raises(GraphError, match="could not start.*init defined.*extra"):
+        running.wait_ready(WAIT)
+    assert isinstance(failure(loop, running.call(b"x")), ServletCrashed)
+    stop(loop, running)
+
+
+def test_load_graph_reads_a_file(loop: Loop, tmp_path: Any) -> None:
+    path = tmp_path / "service.graph"
+    path.write_text(GOOD)
+    graph = load_graph(str(path)).start(loop)
+    assert result(loop, graph.call(b"file")) == b"<>FILE"
+    stop(loop, graph)
 
 
 # -- stopping ------------------------------------------------------------------------------------

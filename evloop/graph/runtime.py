@@ -203,8 +203,9 @@ class _WorkerNode(_Node):
         self.sup.start()
 
     def _spawn(self, _slot: Slot) -> Worker:
+        ports = [s.describe() for s in self.servlet.ports.values()]
         return spawn(
-            self.loop, _WORKER_TARGET, self.target, self.name, self.decl.args,
+            self.loop, _WORKER_TARGET, self.target, self.name, self.decl.args, ports,
             on_frame=self._on_frame,
         )  # fmt: skip
 

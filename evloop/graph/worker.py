@@ -5,10 +5,11 @@
 # class, runs its init step (the same one the parent ran to check the
 # wiring), binds it to this process's Pipe and starts it. Then:
 #
-#   N (port map)  checked against the ports this init defined: a mismatch
-#                 (an init that depends on where it runs) is fatal, reported
-#                 to the parent as the worker's error; a match is answered
-#                 with n, the ports as defined here
+#   N (port map)  checked against the ports this init defined (as the
+#                 spawn arguments were, before the worker said it is up: a
+#                 mismatch, an init that depends on where it runs, is a boot
+#                 failure); a match is answered with n, the ports as defined
+#                 here
 #   D (drain)     servlet.drain()
 #   a data frame  on channel = a port's index: flow u64 | flags u32 | the
 #                 message in the port's codec: one execution
@@ -94,25 +95,35 @@ class _ChildBinding:
     def _control(self, payload: bytes) -> None:
         kind = payload[0]
         if kind == KIND_PORTS:
-            mine = [spec.describe() for spec in self.servlet.ports.values()]
-            theirs = json.loads(payload[1:])["ports"]
-            if theirs != mine:
-                raise GraphError(
-                    f"servlet {self.servlet.name!r}: the parent expects ports {theirs} but this"
-                    f" process's init defined {mine} (init must not depend on where it runs)"
-                )
+            mine = _check_ports(self.servlet, json.loads(payload[1:])["ports"])
             reply = json.dumps({"servlet": self.servlet.name, "ports": mine}).encode()
             self.pipe.write_frame(CONTROL_CHANNEL, bytes((KIND_PORTS_BOUND,)) + reply)
         elif kind == KIND_DRAIN:
             self.servlet.drain()
 
 
-def run_servlet(ctx: WorkerContext, target: str, name: str, args: dict[str, Any]) -> None:
-    """The spawn() target of a worker servlet (see the module header)."""
+def run_servlet(
+    ctx: WorkerContext, target: str, name: str, args: dict[str, Any], expected: list[Any]
+) -> None:
+    """The spawn() target of a worker servlet (see the module header).
+    `expected` is the parent's port list: checked here too, before the
+    worker says it is up, so a mismatch is a boot failure (the supervisor
+    gives up on it) rather than a crash that is restarted forever."""
     cls = _import_target(target)
     servlet: Servlet = cls()
     servlet._run_init(name, args)
+    _check_ports(servlet, expected)
     binding = _ChildBinding(ctx, servlet)
     servlet._binding = binding
     ctx.pipe.on_frame = binding.on_frame
     servlet.start()
+
+
+def _check_ports(servlet: Servlet, theirs: list[Any]) -> list[Any]:
+    mine = [spec.describe() for spec in servlet.ports.values()]
+    if theirs != mine:
+        raise GraphError(
+            f"servlet {servlet.name!r}: the parent expects ports {theirs} but this process's"
+            f" init defined {mine} (init must not depend on where it runs)"
+        )
+    return mine

@@ -281,6 +281,9 @@ def test_what_cannot_cross_a_process_is_refused_for_a_worker() -> None:
     with pytest.raises(GraphError, match="as JSON"):
         Graph().add("u", Upper, placement="worker", prefix=object()).check()
 
+    with pytest.raises(GraphError, match="line 1: .*runs in-process only"):
+        parse_graph("servlet tcp = evloop.graph.tcp:TcpServlet @worker\n").check()
+
     class Nested(Upper):
         pass
 

@@ -138,6 +138,8 @@ class HttpIn(Servlet):
     """The listening servlet: connections in, request messages out on
     `requests` (see the module header). `port` after start."""
 
+    in_process_only = True
+
     def init(
         self,
         host: str = "127.0.0.1",
@@ -216,6 +218,8 @@ class Handle(Servlet):
     `handler(request, response)` (a callable, or "module:factory" called
     with the loop to make one)."""
 
+    in_process_only = True
+
     def init(self, handler: Handler | str, source: str = "http_in") -> None:
         self.handler_spec = handler
         self.source = source
@@ -279,6 +283,8 @@ class Handle(Servlet):
 class Respond(Servlet):
     """The respond servlet: response messages to the Responder of their
     connection; the PERSIST flag decides keep-alive (see the module header)."""
+
+    in_process_only = True
 
     def init(self, source: str = "http_in") -> None:
         self.source = source

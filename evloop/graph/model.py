@@ -17,7 +17,8 @@
 # from an input or into an output, a port connected twice or not at all,
 # codecs that differ, a target that cannot be imported or is not a Servlet,
 # init arguments the class refuses, a worker servlet with arguments that
-# are not JSON or ports that cannot cross a process. Each error names the
+# are not JSON or ports that cannot cross a process, a servlet that runs
+# in-process only (a source or sink) placed in a worker. Each error names the
 # port as servlet.port and, for the text form, the line.
 #
 # check() runs every servlet's init step in this process, including the
@@ -280,6 +281,12 @@ def _instantiate(decl: ServletDecl) -> tuple[Servlet, str]:
         )
     path = decl.target if isinstance(decl.target, str) else ""
     if decl.placement == "worker":
+        if target.in_process_only:
+            raise GraphError(
+                f"{at}servlet {decl.name!r} ({target.__name__}) runs in-process only: it"
+                " opens or ends flows, or holds this process's resources",
+                line=decl.line,
+            )
         if not path:
             try:
                 path = target_name(target)

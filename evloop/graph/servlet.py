@@ -69,6 +69,9 @@ class Servlet:
     drain(), stop() and the `drained` property."""
 
     name: str = "?"
+    # A source or sink (it opens or ends flows) or a holder of in-process
+    # resources: the graph refuses to place it in a worker, at load time.
+    in_process_only: bool = False
 
     def __init__(self) -> None:
         self.ports: dict[str, PortSpec] = {}

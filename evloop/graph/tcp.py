@@ -70,6 +70,8 @@ class TcpServlet(Servlet):
     """Listens on host:port; see the module header. `port` (after start)
     is the port it listens on."""
 
+    in_process_only = True
+
     def init(
         self,
         host: str = "127.0.0.1",

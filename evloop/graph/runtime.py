@@ -131,8 +131,9 @@ class _Node:
 
     def deliver(self, port: str, item: Any) -> None:
         flow, flags, message = item
-        if flow and flow not in self.graph._flows:
-            self.graph.dropped += 1
+        graph = self.graph
+        if (flow and flow not in graph._flows) or graph.state in ("stopping", "closed"):
+            graph.dropped += 1  # its flow is over, or its servlet stopped
             return
         servlet = self.servlet
         ex = Execution(servlet, port, message, flow, flags)

@@ -7,7 +7,8 @@
 # docs/graph.md. Modules: ports (flags, codecs, the define/change rules),
 # servlet (Servlet, Execution), model (Graph, the text form, the load-time
 # checks), runtime (RunningGraph: flows, stop order), worker (the worker
-# process side), tcp (the listening servlet: companion pairs, persist pool).
+# process side), tcp (the listening servlet: companion pairs, persist pool),
+# http (evloop.http's stages as servlets; imported on its own).
 """Named ports and a service graph (Plumber's pipes on evloop): Servlet, Graph, parse_graph, RunningGraph, TcpServlet. See docs/graph.md."""
 
 from __future__ import annotations

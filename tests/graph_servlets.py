@@ -28,6 +28,9 @@ class Upper(Servlet):
         if msg == b"pid":
             ex.emit("output", str(os.getpid()).encode())
             return
+        if msg == b"abort":
+            ex.abort("asked to abort")
+            return
         ex.emit("output", self.prefix + msg.upper())
 
 

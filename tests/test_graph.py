@@ -316,6 +316,27 @@ def test_in_process_and_worker_give_the_same_results(loop: Loop) -> None:
     assert results["inprocess"] == results["worker"] == [b"#" + m.upper() for m in messages]
 
 
+def test_two_worker_servlets_in_a_row_keep_each_flows_answer(loop: Loop) -> None:
+    graph = (
+        Graph()
+        .add("a", Upper, placement="worker", prefix="a")
+        .add("b", Upper, placement="worker", prefix="b")
+        .input("a.input")
+        .connect("a.output", "b.input")
+        .output("b.output")
+        .start(loop)
+    )
+    graph.wait_ready(WAIT)
+    futs = [graph.call(b"m%d" % i) for i in range(200)]
+    assert [result(loop, f) for f in futs] == [b"bAM%d" % i for i in range(200)]
+    pids = {result(loop, graph.call(b"pid"))}
+    # A servlet that aborts the flow on purpose: the caller gets FlowAborted.
+    err = failure(loop, graph.call(b"abort"))
+    assert type(err) is FlowAborted and "asked to abort" in str(err) and err.servlet == "a"
+    stop(loop, graph)
+    assert all(reaped(int(p[1:])) for p in pids)
+
+
 def test_a_killed_worker_servlet_fails_its_flows_and_is_restarted(loop: Loop) -> None:
     graph = (
         Graph().add("h", Hold, placement="worker").input("h.input").output("h.output").start(loop)

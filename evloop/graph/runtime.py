@@ -265,11 +265,15 @@ class _WorkerNode(_Node):
         elif kind == KIND_FLOW_ABORT and len(payload) >= 9:
             flow = REQUEST_ID.unpack_from(payload, 1)[0]  # the K kind's u64
             cause = decode_error(payload[9:])
-            err = ServletError(
-                f"servlet {self.name!r} (worker) raised on flow {flow}: {cause}",
-                flow=flow, servlet=self.name,
-            )  # fmt: skip
-            err.__cause__ = cause
+            err: FlowAborted
+            if cause.remote_type == "evloop.errors.FlowAborted":  # ex.abort(): on purpose
+                err = FlowAborted(cause.remote_message, flow=flow, servlet=self.name)
+            else:
+                err = ServletError(
+                    f"servlet {self.name!r} (worker) raised on flow {flow}: {cause}",
+                    flow=flow, servlet=self.name,
+                )  # fmt: skip
+                err.__cause__ = cause
             self.graph._abort_flow(flow, err)
 
     def _on_lost(self, _slot: Slot, worker: Worker, why: str) -> None:

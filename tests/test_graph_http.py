@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from evloop import Loop
+from evloop.errors import GraphError
 from evloop.graph import RunningGraph
 from evloop.graph.http import Handle, HttpIn, http_graph
 from evloop.http import Request, Response
@@ -76,3 +79,10 @@ def test_shutdown_closes_idle_keep_alive_connections(loop: Loop) -> None:
     client.wait_eof()
     assert graph.stop_log[0] == ("drain", "http_in")
     client.close()
+
+
+def test_a_respond_servlet_without_its_source_fails_the_start(loop: Loop) -> None:
+    graph = http_graph(hello)
+    graph.decls["respond"].args["source"] = "nope"
+    with pytest.raises(GraphError, match="source='nope' names no HttpIn"):
+        graph.start(loop)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..conn import Conn
-from ..errors import FlowAborted
+from ..errors import FlowAborted, GraphError
 from ..http import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BODY,
@@ -207,9 +207,12 @@ class HttpIn(Servlet):
 
 
 def _source(servlet: Servlet, source: str) -> HttpIn:
+    # Found at start: the HttpIn servlet starts first (it is a source).
     http_in = servlet.resources.get(f"http:{source}")
     if not isinstance(http_in, HttpIn):
-        raise FlowAborted(f"servlet {servlet.name!r}: no HttpIn servlet {source!r} in this graph")
+        raise GraphError(
+            f"servlet {servlet.name!r}: source={source!r} names no HttpIn servlet of this graph"
+        )
     return http_in
 
 
@@ -229,6 +232,7 @@ class Handle(Servlet):
         self.flows: dict[tuple[int, int], tuple[int, int]] = {}  # (cid, seq) -> flow, flags
 
     def start(self) -> None:
+        self.http_in = _source(self, self.source)
         spec = self.handler_spec
         if isinstance(spec, str):
             from ..worker import _import_target
@@ -254,7 +258,7 @@ class Handle(Servlet):
         stage.feed(msg)
 
     def _stage(self, cid: int) -> HandlerStage:
-        peer = _source(self, self.source).peers.get(cid)
+        peer = self.http_in.peers.get(cid)
         conn = peer.conn if peer is not None else None
 
         def sink(msg: Any) -> None:
@@ -290,9 +294,12 @@ class Respond(Servlet):
         self.source = source
         self.define("responses", INPUT, codec="object")
 
+    def start(self) -> None:
+        self.http_in = _source(self, self.source)
+
     def exec(self, ex: Execution) -> None:
         cid, msg = ex.message
-        peer = _source(self, self.source).peers.get(cid)
+        peer = self.http_in.peers.get(cid)
         if peer is None:
             return  # the connection is gone; handle has been told
         t = type(msg)

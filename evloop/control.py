@@ -19,6 +19,13 @@
 #   R  child -> parent   reply:    id (u64 BE) | reply bytes
 #   X  child -> parent   failure:  id (u64 BE) | JSON error report
 #
+# and the service graph's (evloop.graph; docs/graph.md has the details):
+#
+#   N  parent -> child   port map: JSON {"servlet", "ports": [[name, flags, codec, companion, chan]...]}
+#   n  child -> parent   ports bound: the same JSON, as the worker's own init defined them
+#   K  child -> parent   flow abort: flow (u64 BE) | JSON error report (the servlet raised)
+#   D  parent -> child   drain: the servlet stops opening flows (its drain() runs)
+#
 # The registry. Every kind byte is registered once, with its owner and
 # meaning (register_kind); registering a byte twice is a ValueError at import
 # time, so two layers can never silently share a kind. Sessions, ports and
@@ -61,6 +68,10 @@ __all__ = [
     "KIND_MESSAGE",
     "KIND_REPLY",
     "KIND_FAIL",
+    "KIND_PORTS",
+    "KIND_PORTS_BOUND",
+    "KIND_FLOW_ABORT",
+    "KIND_DRAIN",
     "REQUEST_ID",
     "ID_OVERHEAD",
     "encode_error",
@@ -139,6 +150,26 @@ KIND_REQUEST = register_kind("Q", "request", "evloop.rpc", "parent->child", "id 
 KIND_MESSAGE = register_kind("M", "message", "evloop.rpc", "parent->child", "message bytes")
 KIND_REPLY = register_kind("R", "reply", "evloop.rpc", "child->parent", "id | reply bytes")
 KIND_FAIL = register_kind("X", "failure", "evloop.rpc", "child->parent", "id | JSON error report")
+
+# -- the kinds of the service graph (evloop.graph, docs/graph.md) -----------------
+#
+# Ports are named in the graph but numbered on the wire: the parent gives
+# each port of a worker servlet a channel (N) and the worker checks that map
+# against the ports its own init defined and answers with them (n). A data
+# frame on a port's channel is flow (u64 BE) | shared flags (u32 BE) | the
+# message as the port's codec encoded it.
+
+KIND_PORTS = register_kind(
+    "N", "ports", "evloop.graph", "parent->child",
+    'JSON {"servlet", "ports": [[name, flags, codec, companion, chan], ...]}',
+)  # fmt: skip
+KIND_PORTS_BOUND = register_kind(
+    "n", "ports bound", "evloop.graph", "child->parent", "JSON: the ports the worker defined"
+)
+KIND_FLOW_ABORT = register_kind(
+    "K", "flow abort", "evloop.graph", "child->parent", "flow u64 | JSON error report"
+)
+KIND_DRAIN = register_kind("D", "drain", "evloop.graph", "parent->child", "nothing")
 
 
 # -- error reports ------------------------------------------------------------------

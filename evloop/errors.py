@@ -425,3 +425,97 @@ class InjectedFault(SessionError, ConnectionError):
     `inject_socket_failures` setting (every N messages sent): the fault a
     lossless session must survive without losing, duplicating or
     reordering a message."""
+
+
+# -- the service graph (evloop.graph) --------------------------------------------
+
+
+class GraphError(EvloopError):
+    """Root of the service graph's errors (evloop.graph). Raised as itself
+    when a graph cannot be loaded or started for a reason that is not about
+    one port: a servlet named twice or not at all, a target that cannot be
+    imported or is not a Servlet class, arguments a worker process cannot
+    be given (not JSON), a placement other than "inprocess" or "worker", a
+    servlet in a worker that tries to open flows, or a graph used in the
+    wrong state (started twice, called after shutdown). `line` is the line
+    of the text form the error is about (0: none, or the Python API)."""
+
+    def __init__(self, msg: str, *, line: int = 0):
+        super().__init__(msg)
+        self.line = line
+
+
+class GraphSyntaxError(GraphError, ValueError):
+    """The text form of a graph could not be parsed: a line that is neither
+    a `servlet` declaration nor an edge, a bad `key=value` argument, an
+    unknown `@placement`. `line` is the 1-based line number and the message
+    quotes the line and says what was expected there."""
+
+
+class PortError(GraphError, ValueError):
+    """A port is missing, mistyped or misused. At load time: an edge names a
+    port that does not exist, goes from an INPUT or into an OUTPUT, connects
+    a port twice, joins ports of different codecs, or a port is left
+    unconnected. At run time: a servlet emits on an input or on a port it
+    never defined. `servlet` and `port` name the port (None when unknown);
+    the message names it as servlet.port, with the text form's line when
+    there is one."""
+
+    def __init__(
+        self, msg: str, *, servlet: str | None = None, port: str | None = None, line: int = 0
+    ):
+        super().__init__(msg, line=line)
+        self.servlet = servlet
+        self.port = port
+
+
+class PortDefinitionError(PortError):
+    """Raised by `Servlet.define()`: called outside the servlet's init step
+    (ports are declared in init only, as Plumber's pipe_define), a port name
+    defined twice or not an identifier, flags that are not an int or have
+    reserved bits, an unknown codec, or a companion that is not an input
+    port defined before it."""
+
+
+class PortFlagError(PortError):
+    """Raised by an execution's flag operations (`Execution.set_flags`,
+    `clear_flags`: Plumber's pipe_cntl): the direction bit of a port cannot
+    change while it runs, bits outside the private and shared user masks
+    (and PERSIST) cannot be set, and flags cannot change once the execution
+    has returned."""
+
+
+class FlowAborted(GraphError):
+    """A flow (one request on its way through a service graph) was aborted
+    before it completed. The servlet (or `RunningGraph.call`) that opened
+    the flow is told with it: a call's Future fails with it, the TCP servlet
+    closes the flow's connection. `flow` is the flow's id, `servlet` names
+    the servlet that aborted it (None: the graph). Raised as itself when a
+    servlet aborted the flow on purpose (`Execution.abort`)."""
+
+    def __init__(self, msg: str, *, flow: int = 0, servlet: str | None = None):
+        super().__init__(msg)
+        self.flow = flow
+        self.servlet = servlet
+
+
+class ServletCrashed(FlowAborted):
+    """The worker process of a servlet exited (was killed, crashed, was
+    found hung) while the flow was in flight through it, or the servlet had
+    no worker when the flow reached it (it was being restarted). The message
+    names the servlet, the pid and the exit status. The graph does not send
+    the flow again: the supervision restarts the process, and the next flows
+    go to the new one (docs/graph.md, failure semantics)."""
+
+
+class ServletError(FlowAborted):
+    """A servlet raised while it handled a message of the flow (its exec).
+    The flow is aborted; the servlet goes on serving other flows. For an
+    in-process servlet the exception is the `__cause__`; from a worker
+    process it is a RemoteError carrying the original's type, message and
+    traceback."""
+
+
+class GraphStopped(FlowAborted):
+    """The graph was stopped with the flow still in flight: its shutdown
+    deadline passed before the flow completed, or the graph was aborted."""

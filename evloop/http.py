@@ -50,14 +50,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .conn import Conn
 from .errors import HttpError, ReadLimitError, StreamAborted
 from .loop import TimerHandle
 
 __all__ = [
-    "HttpRequestParser", "HandlerStage", "Responder", "HttpConnection", "http_server",
+    "HttpRequestParser", "HandlerStage", "Responder", "HttpConnection", "http_server", "HandleStage",
     "Request", "Response", "Handler", "Headers",
     "RequestHead", "RequestBody", "RequestEnd", "RequestAbort",
     "ResponseHead", "ResponseBody", "ResponseEnd", "ResponseAbort",
@@ -725,6 +725,14 @@ class Responder:
     def pending(self) -> int:
         return len(self._queue)
 
+    def keep_alive(self, seq: int, keep: bool) -> None:
+        """The persist flag of response `seq`'s port (evloop.graph.http): if
+        clear, the connection closes after that response, as if the request
+        had asked to. It cannot keep alive what the request said to close."""
+        out = self._queue.get(seq)
+        if out is not None and not keep:
+            out.keep_alive = False
+
     def expect(self, head: RequestHead) -> None:
         self._queue[head.seq] = _Out(
             head.seq, head.method == b"HEAD", head.keep_alive, head.version
@@ -880,6 +888,15 @@ class Responder:
 # -- wiring the stages to one Conn ------------------------------------------------
 
 
+class HandleStage(Protocol):
+    """What HttpConnection needs of its handle stage: a HandlerStage, or
+    (evloop.graph.http) a feed onto a service graph's ports."""
+
+    def feed(self, msg: RequestMessage | ResponseAbort) -> None: ...
+
+    def abort_all(self, error: BaseException) -> None: ...
+
+
 class HttpConnection:
     """The three stages on one Conn, in-process: bytes -> parse -> handle
     -> respond -> bytes. See the module header."""
@@ -898,11 +915,14 @@ class HttpConnection:
         max_body: int = DEFAULT_MAX_BODY,
         max_pipeline: int = DEFAULT_MAX_PIPELINE,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        stage: HandleStage | None = None,
     ):
         self.conn = conn
         loop = conn.loop
         self.responder = Responder(conn, on_abort=self._response_aborted)
-        self.handler = HandlerStage(
+        # `stage`: the seam for evloop.graph.http, whose handle stage is a
+        # servlet reached over ports (it ignores `handler`).
+        self.handler: HandleStage = stage or HandlerStage(
             handler,
             self.responder.feed,
             on_error=loop.call_exception_handler,

@@ -198,6 +198,14 @@ class MemPipe:
         """Queue many frames: all are validated before any is queued."""
         self._put([(chan, _payload(data, ())) for chan, data in frames])
 
+    # Seam: evloop.graph's in-process ports pass message objects (see there).
+    def write_item(self, chan: int, item: Any) -> None:
+        """Queue any object for the peer's on_frame, by reference: never
+        copied or encoded, so it can only travel between two ends in one
+        process. len(item) (at least 1) is its weight against the
+        watermarks and write_cap. Errors as write_frame."""
+        self._put([(chan, item)])
+
     def _put(self, frames: list[tuple[int, bytes]]) -> None:
         total = 0
         for chan, payload in frames:

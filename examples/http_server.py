@@ -18,7 +18,10 @@ as it streams in; answers its size and sha256), POST|PUT /echo (streams the
 body straight back as it arrives). Anything else is 404.
 
 The protocol (parse -> handle -> respond, limits, ordering, faults) is
-evloop.http; TLS is evloop.tls; this file is the handler and the command line.
+evloop.http; the three stages run as a service graph of servlets
+(evloop.graph.http: http_in.requests -> handle.requests, handle.responses
+-> respond.responses); TLS is evloop.tls; this file is the handler and the
+command line.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from evloop import Loop, Server, listen_tcp, run_daemon
-from evloop.http import Request, Response, http_server
+from evloop import Loop, run_daemon
+from evloop.graph import RunningGraph
+from evloop.graph.http import HttpIn, http_graph
+from evloop.http import Request, Response
 from evloop.prefork import serve_prefork
 
 TEXT = [(b"content-type", b"text/plain")]
@@ -113,19 +118,29 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     reuse_port: bool = False,
-) -> Server:
-    """Listen on host:port; also the prefork worker target."""
-    kwargs: dict[str, Any] = {"conn_kwargs": {"idle_timeout": 60.0}}
-    if tls_cert:
-        from evloop.tls import server_context, tls_server
+) -> RunningGraph:
+    """Listen on host:port, as a service graph of three in-process servlets
+    (evloop.graph.http: http_in -> handle -> respond; App.handle is the
+    handle servlet's handler); also the prefork worker target."""
+    graph = http_graph(
+        App(loop).handle, host=host, port=port, reuse_port=reuse_port,
+        tls_cert=tls_cert, tls_key=tls_key, idle_timeout=60.0,
+    )  # fmt: skip
+    return graph.start(loop)
 
-        kwargs["conn_factory"] = tls_server(server_context(tls_cert, tls_key))
-    return listen_tcp(
-        loop, host, port, http_server(App(loop).handle), reuse_port=reuse_port, **kwargs
-    )
+
+def listening_port(service: Any) -> int:
+    """The port a Prefork or a running HTTP graph listens on."""
+    if isinstance(service, RunningGraph):
+        http_in = service.servlet("http_in")
+        assert isinstance(http_in, HttpIn)
+        return http_in.port
+    return int(service.port)
 
 
-def worker(loop: Loop, host: str, port: int, tls_cert: str | None, tls_key: str | None) -> Server:
+def worker(
+    loop: Loop, host: str, port: int, tls_cert: str | None, tls_key: str | None
+) -> RunningGraph:
     return serve(loop, host, port, tls_cert, tls_key, reuse_port=True)
 
 
@@ -149,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             service = serve(loop, args.host, args.port, args.tls_cert, args.tls_key)
         scheme = "https" if args.tls_cert else "http"
-        print(f"http_server: listening on {scheme}://{args.host}:{service.port}/", flush=True)
+        print(
+            f"http_server: listening on {scheme}://{args.host}:{listening_port(service)}/",
+            flush=True,
+        )
         return run_daemon(loop, service)
     finally:
         loop.close()

@@ -291,6 +291,23 @@ static int evl__resp_count(const uint8_t *buf, size_t p, size_t q, int64_t *out)
     return 1;
 }
 
+/* Reads the count line at buf[p], whose '*' or '$' the caller has checked.
+ * Returns 1 with the count in *value and the offset past its CRLF in *next;
+ * 0 if its CRLF has not arrived yet; -1 if it is longer than 32 bytes, CRLF
+ * included; -2 if the count is not a plain decimal. */
+static int evl__resp_header(const uint8_t *buf, size_t p, size_t end,
+                            size_t *next, int64_t *value)
+{
+    size_t i = evl__resp_line_end(buf, p, end);
+
+    if (i == end)
+        return end - p >= EVL__RESP_LINE_MAX ? -1 : 0;
+    if (!evl__resp_count(buf, p + 1, i, value))
+        return -2;
+    *next = i + 2;
+    return 1;
+}
+
 long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
                    uint64_t max_bulk_len, uint64_t max_multibulk_len,
                    uint64_t large, uint32_t *argcs, size_t max_cmds,
@@ -298,8 +315,8 @@ long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
                    size_t *pos_out, int *stop_out, int *err_out,
                    size_t *at_out)
 {
-    size_t cmd = start;  /* where the command being scanned begins */
-    size_t at = start;   /* where an error was found */
+    size_t cmd = start; /* where the command being scanned begins */
+    size_t at = start;  /* where the line or byte being checked begins */
     size_t ncmds = 0;
     size_t nargs = 0;
     int stop = EVL_RESP_END;
@@ -312,16 +329,16 @@ long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
         (max_args != 0 && (offs == NULL || lens == NULL)))
         return -1;
 
+    /* Every way out of this loop leaves stop at EVL_RESP_END (incomplete)
+     * unless it says otherwise, and err set when a rule was broken. */
     for (;;) {
         size_t p = cmd;
-        size_t i;
         int64_t count;
         int64_t k;
+        int r;
 
-        if (p == end) {
-            stop = EVL_RESP_END;
+        if (p == end)
             break;
-        }
         if (ncmds == max_cmds) {
             stop = EVL_RESP_LIMIT;
             break;
@@ -330,32 +347,20 @@ long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
             stop = EVL_RESP_INLINE;
             break;
         }
-        i = evl__resp_line_end(buf, p, end);
-        if (i == end) {
-            if (end - p >= EVL__RESP_LINE_MAX) {
-                stop = EVL_RESP_ERROR;
-                err = EVL_RESP_E_MBULK_LINE;
-                at = p;
-            } else {
-                stop = EVL_RESP_END;
-            }
+        at = p;
+        r = evl__resp_header(buf, p, end, &p, &count);
+        if (r != 1) {
+            err = r == -1   ? EVL_RESP_E_MBULK_LINE
+                  : r == -2 ? EVL_RESP_E_MBULK_LEN
+                            : EVL_RESP_E_NONE;
             break;
         }
-        if (!evl__resp_count(buf, p + 1, i, &count)) {
-            stop = EVL_RESP_ERROR;
-            err = EVL_RESP_E_MBULK_LEN;
-            at = p;
-            break;
-        }
-        p = i + 2;
         if (count <= 0) {
             cmd = p; /* An empty command: skipped, as Redis does. */
             continue;
         }
         if ((uint64_t)count > max_multibulk_len) {
-            stop = EVL_RESP_ERROR;
             err = EVL_RESP_E_MBULK_LEN;
-            at = cmd;
             break;
         }
         if ((uint64_t)count > (uint64_t)(max_args - nargs)) {
@@ -366,49 +371,31 @@ long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
             int64_t blen;
             size_t n;
 
-            if (p == end) {
-                stop = EVL_RESP_END;
+            if (p == end)
                 goto done;
-            }
+            at = p;
             if (buf[p] != '$') {
-                stop = EVL_RESP_ERROR;
                 err = EVL_RESP_E_DOLLAR;
-                at = p;
                 goto done;
             }
-            i = evl__resp_line_end(buf, p, end);
-            if (i == end) {
-                if (end - p >= EVL__RESP_LINE_MAX) {
-                    stop = EVL_RESP_ERROR;
-                    err = EVL_RESP_E_BULK_LINE;
-                    at = p;
-                } else {
-                    stop = EVL_RESP_END;
-                }
+            r = evl__resp_header(buf, p, end, &p, &blen);
+            if (r != 1 || blen < 0 || (uint64_t)blen > max_bulk_len) {
+                err = r == 0 ? EVL_RESP_E_NONE
+                      : r == -1 ? EVL_RESP_E_BULK_LINE
+                                : EVL_RESP_E_BULK_LEN;
                 goto done;
             }
-            if (!evl__resp_count(buf, p + 1, i, &blen) || blen < 0 ||
-                (uint64_t)blen > max_bulk_len) {
-                stop = EVL_RESP_ERROR;
-                err = EVL_RESP_E_BULK_LEN;
-                at = p;
-                goto done;
-            }
-            p = i + 2;
             if ((uint64_t)blen >= large) {
                 stop = EVL_RESP_LARGE;
                 goto done;
             }
-            /* end - p is at least 0 here; comparing blen against it, rather
-             * than computing p + blen + 2, cannot overflow. */
+            /* Comparing blen with what is left, rather than computing
+             * p + blen + 2, cannot overflow. */
             if ((uint64_t)blen > (uint64_t)(end - p) ||
-                (uint64_t)(end - p) - (uint64_t)blen < 2) {
-                stop = EVL_RESP_END;
+                (uint64_t)(end - p) - (uint64_t)blen < 2)
                 goto done;
-            }
             n = (size_t)blen;
             if (buf[p + n] != '\r' || buf[p + n + 1] != '\n') {
-                stop = EVL_RESP_ERROR;
                 err = EVL_RESP_E_CRLF;
                 at = p + n;
                 goto done;
@@ -428,6 +415,8 @@ long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
         cmd = p;
     }
 done:
+    if (err != EVL_RESP_E_NONE)
+        stop = EVL_RESP_ERROR;
     *pos_out = cmd;
     *stop_out = stop;
     *err_out = err;

@@ -246,6 +246,22 @@ def _resp_count(line: bytes) -> int | None:
     return int(line)
 
 
+def _resp_header(buf: BytesLike, p: int, end: int) -> tuple[int, int, int]:
+    # The count line at buf[p], its '*' or '$' checked by the caller (C's
+    # evl__resp_header): (1, offset past its CRLF, count); (0, ...) if its
+    # CRLF has not arrived; (-1, ...) if it is longer than RESP_LINE_MAX;
+    # (-2, ...) if the count is not a plain decimal. A copy of the line's
+    # window serves bytes, bytearray and memoryview alike.
+    window = bytes(buf[p : min(p + RESP_LINE_MAX, end)])
+    j = window.find(b"\r\n")
+    if j < 0:
+        return (-1 if end - p >= RESP_LINE_MAX else 0), p, 0
+    count = _resp_count(window[1:j])
+    if count is None:
+        return -2, p, 0
+    return 1, p + j + 2, count
+
+
 def check_resp_scan(
     n: int,
     start: int,
@@ -313,20 +329,11 @@ def scan_resp(
         if buf[p] != 0x2A:  # '*'
             stop = RESP_INLINE
             break
-        # A copy of the line's window: bytes, bytearray and memoryview alike.
-        window = bytes(buf[p : min(p + RESP_LINE_MAX, end)])
-        j = window.find(b"\r\n")
-        if j < 0:
-            if end - p >= RESP_LINE_MAX:
-                stop, err, at = RESP_ERROR, RESP_E_MBULK_LINE, p
-            else:
-                stop = RESP_END
+        r, p, count = _resp_header(buf, p, end)
+        if r != 1:
+            if r < 0:
+                stop, err, at = RESP_ERROR, RESP_E_MBULK_LINE if r == -1 else RESP_E_MBULK_LEN, cmd
             break
-        count = _resp_count(window[1:j])
-        if count is None:
-            stop, err, at = RESP_ERROR, RESP_E_MBULK_LEN, p
-            break
-        p += j + 2
         if count <= 0:
             cmd = p  # an empty command: skipped, as Redis does
             continue
@@ -345,19 +352,13 @@ def scan_resp(
             if buf[p] != 0x24:  # '$'
                 stop, err, at = RESP_ERROR, RESP_E_DOLLAR, p
                 break
-            window = bytes(buf[p : min(p + RESP_LINE_MAX, end)])
-            j = window.find(b"\r\n")
-            if j < 0:
-                if end - p >= RESP_LINE_MAX:
-                    stop, err, at = RESP_ERROR, RESP_E_BULK_LINE, p
-                else:
-                    stop = RESP_END
+            r, nxt, blen = _resp_header(buf, p, end)
+            if r != 1 or blen < 0 or blen > max_bulk_len:
+                if r != 0:
+                    err = RESP_E_BULK_LINE if r == -1 else RESP_E_BULK_LEN
+                    stop, at = RESP_ERROR, p
                 break
-            blen = _resp_count(window[1:j])
-            if blen is None or blen < 0 or blen > max_bulk_len:
-                stop, err, at = RESP_ERROR, RESP_E_BULK_LEN, p
-                break
-            p += j + 2
+            p = nxt
             if blen >= large:
                 stop = RESP_LARGE
                 break

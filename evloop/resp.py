@@ -341,8 +341,9 @@ class RespParser:
         _USED_UP when the buffer is used up or ends in an incomplete part,
         _AT_INLINE or _AT_LARGE when it stopped at something parse() handles
         (an inline line it cannot finish, a large bulk), and, if `one`,
-        _ONE_DONE as soon as a command is complete, so that the scanner
-        takes the commands after it."""
+        _ONE_DONE at the first multibulk command after what it finished
+        (inline lines it parses on), so that the scanner takes that one and
+        those after it."""
         data = conn.read().tobytes()
         end = len(data)
         pos = 0
@@ -364,10 +365,12 @@ class RespParser:
                         pos = i + 1
                         if inline:
                             out.append(inline)
-                            if one:
-                                stopped = _ONE_DONE
-                                break
                         continue
+                    if one and pos:
+                        # A multibulk command after what this call finished:
+                        # the scanner takes it from here.
+                        stopped = _ONE_DONE
+                        break
                     i = find(b"\r\n", pos, pos + _COUNT_LINE_MAX)
                     if i < 0:
                         if end - pos >= _COUNT_LINE_MAX:
@@ -413,9 +416,6 @@ class RespParser:
                 left -= 1
                 if left == 0:
                     out.append(args)
-                    if one:
-                        stopped = _ONE_DONE
-                        break
         finally:
             self._args = args
             self._left = left

@@ -105,3 +105,14 @@ def test_commands_before_the_error_are_kept(loop: evloop.Loop, scans: list[int])
     with pytest.raises(evloop.RespProtocolError, match="expected '\\$', got '!'"):
         RespParser().parse(a, out)
     assert out == [[b"PING"], [b"GET", b"k"]]
+
+
+def test_inline_runs_stay_in_the_state_machine(loop: evloop.Loop, scans: list[int]) -> None:
+    # redis-benchmark's PING_INLINE pipelines inline lines: after the scanner
+    # stops at the first, the state machine parses on through all of them
+    # instead of going back to the scanner (and copying the buffer) per line.
+    data = b"PING\r\n" * 200 + b"".join(cmd(b"GET", b"k%d" % i) for i in range(200))
+    want = [[b"PING"]] * 200 + [[b"GET", b"k%d" % i] for i in range(200)]
+    assert parse_pieces(loop, [data]) == want
+    if RespParser._scanner is not None:
+        assert sum(scans) >= 190 and len(scans) < 20, scans

@@ -267,6 +267,8 @@ class RespParser:
         scanner = type(self)._scanner  # via the class: a plain function, not bound
         while conn.read_buffered:
             n = self._bulk
+            data: bytes | None = None  # a copy of the buffer _scan made
+            start = 0
             if n >= 0:
                 # A bulk body of known length: nothing to scan until it is all here.
                 if self._big is not None or n >= LARGE_BULK:
@@ -283,12 +285,14 @@ class RespParser:
                 continue
             elif scanner is not None and self._left == 0:
                 # Between commands: the whole ones go in batches through the
-                # scanner; what it leaves at the front goes to the state
-                # machine, for one command, and then back here.
-                self._scan(conn, out, scanner)
-                if not conn.read_buffered:
+                # scanner; what it leaves goes to the state machine, on the
+                # same copy of the buffer, for one command (and the inline
+                # lines after it), and then back here.
+                data, start = self._scan(conn, out, scanner)
+                if start == len(data):
+                    conn.consume(start)
                     return
-            stopped = self._run(conn, out, scanner is not None)
+            stopped = self._run(conn, out, scanner is not None, data, start)
             if stopped == _USED_UP:
                 return
             if stopped == _AT_INLINE:
@@ -296,12 +300,14 @@ class RespParser:
                 if not self._inline(conn, out):
                     return
 
-    def _scan(self, conn: Conn, out: list[RespCommand], scanner: _Scanner) -> None:
+    def _scan(self, conn: Conn, out: list[RespCommand], scanner: _Scanner) -> tuple[bytes, int]:
         """The common case: every whole multibulk command at the front of the
-        buffer, found by the scanner in batches, sliced as bytes from one
-        copy of the buffer and consumed once. Stops at the first thing the
-        state machine handles (a partial, inline or large command, or one
-        with more arguments than a batch) or raises at a protocol error."""
+        buffer, found by the scanner in batches and sliced as bytes from one
+        copy of the buffer. Stops at the first thing the state machine
+        handles (a partial, inline or large command, or one with more
+        arguments than a batch) and returns the copy and where that is,
+        consuming nothing (the caller consumes once); at a protocol error it
+        consumes the commands before it and raises."""
         data = conn.read().tobytes()
         end = len(data)
         pos = 0
@@ -309,44 +315,47 @@ class RespParser:
         # scanner's 64-bit range changes nothing.
         max_bulk = min(self.max_bulk_len, _U63)
         max_mbulk = min(self.max_multibulk_len, _U63)
-        try:
-            while True:
-                argcs, offs, lens, nxt, stop, err, at = scanner(
-                    data, pos, end, max_bulk, max_mbulk, LARGE_BULK, _BATCH_CMDS, _BATCH_ARGS
-                )
-                if argcs:
-                    if pos:
-                        offs = [o + pos for o in offs]
-                    args = [data[o : o + n] for o, n in zip(offs, lens, strict=True)]
-                    if len(argcs) == 1:
-                        out.append(args)
-                    else:
-                        k = 0
-                        for argc in argcs:
-                            out.append(args[k : k + argc])
-                            k += argc
-                pos = nxt
-                if stop != codec.RESP_LIMIT or not argcs:
-                    break
-        finally:
-            conn.consume(pos)
+        while True:
+            argcs, offs, lens, nxt, stop, err, at = scanner(
+                data, pos, end, max_bulk, max_mbulk, LARGE_BULK, _BATCH_CMDS, _BATCH_ARGS
+            )
+            if argcs:
+                if pos:
+                    offs = [o + pos for o in offs]
+                args = [data[o : o + n] for o, n in zip(offs, lens, strict=True)]
+                if len(argcs) == 1:
+                    out.append(args)
+                else:
+                    k = 0
+                    for argc in argcs:
+                        out.append(args[k : k + argc])
+                        k += argc
+            pos = nxt
+            if stop != codec.RESP_LIMIT or not argcs:
+                break
         if stop == codec.RESP_ERROR:
+            conn.consume(pos)
             if err == codec.RESP_E_DOLLAR:
                 raise RespProtocolError(f"expected '$', got '{chr(data[at])}'")
             raise RespProtocolError(_SCAN_ERRORS[err])
+        return data, pos
 
-    def _run(self, conn: Conn, out: list[RespCommand], one: bool) -> int:
-        """The state machine: parse from one copy of the buffered bytes,
-        commands and their parts, and consume what was parsed. Returns
+    def _run(
+        self, conn: Conn, out: list[RespCommand], one: bool, data: bytes | None, start: int
+    ) -> int:
+        """The state machine: parse from one copy of the buffered bytes
+        (`data` if given, a copy _scan made, from `start`), commands and
+        their parts, and consume what was parsed. Returns
         _USED_UP when the buffer is used up or ends in an incomplete part,
         _AT_INLINE or _AT_LARGE when it stopped at something parse() handles
         (an inline line it cannot finish, a large bulk), and, if `one`,
         _ONE_DONE at the first multibulk command after what it finished
         (inline lines it parses on), so that the scanner takes that one and
         those after it."""
-        data = conn.read().tobytes()
+        if data is None:
+            data = conn.read().tobytes()
         end = len(data)
-        pos = 0
+        pos = start
         args = self._args
         left = self._left
         blen = self._bulk
@@ -366,7 +375,7 @@ class RespParser:
                         if inline:
                             out.append(inline)
                         continue
-                    if one and pos:
+                    if one and pos != start:
                         # A multibulk command after what this call finished:
                         # the scanner takes it from here.
                         stopped = _ONE_DONE

@@ -44,11 +44,12 @@ test-tools:
 	fi
 
 # The whole suite with the C extensions (a failed C import is fatal), then
-# the suites that depend on them again on the pure-Python twins (codec, and
-# the Popen-based spawn fallback).
+# the suites that depend on them again on the pure-Python twins (codec, the
+# RESP parser without its C scanner, and the Popen-based spawn fallback).
 test: build test-tools
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests
-	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py tests/test_implementation.py
+	EVLOOP_PURE_PYTHON=1 $(PYTEST) tests/test_codec.py tests/test_pipe.py tests/test_spawn.py tests/test_implementation.py \
+	    tests/test_resp.py tests/test_resp_scan.py
 
 test-c: build test-tools
 	EVLOOP_REQUIRE_C=1 $(PYTEST) tests

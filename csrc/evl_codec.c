@@ -247,3 +247,179 @@ long evl_encode_frames(uint8_t *dst, size_t cap, uint16_t chan,
     }
     return (long)out;
 }
+
+/* RESP: a count line is at most this long, counting its '*' or '$' and its
+ * CRLF ("*1048576\r\n" is 10); a longer one is garbage, not a slow client. */
+#define EVL__RESP_LINE_MAX 32u
+/* At most 18 digits, so a count always fits an int64_t. */
+#define EVL__RESP_DIGITS_MAX 18u
+
+/* Finds the CRLF ending the count line at buf[p], which must lie wholly in
+ * buf[p:min(p + 32, end)].  Returns its offset, or end if there is none. */
+static size_t evl__resp_line_end(const uint8_t *buf, size_t p, size_t end)
+{
+    size_t stop = end - p > EVL__RESP_LINE_MAX ? p + EVL__RESP_LINE_MAX : end;
+    size_t i;
+
+    for (i = p; i + 1 < stop; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n')
+            return i;
+    return end;
+}
+
+/* Parses buf[p:q] as Redis' string2ll does: an optional '-', then 1 to 18
+ * digits without a leading zero ("0" itself is fine, "-0" is not).  Returns
+ * 1 and stores the value, or 0 if the text is not such a number. */
+static int evl__resp_count(const uint8_t *buf, size_t p, size_t q, int64_t *out)
+{
+    int neg = p < q && buf[p] == '-';
+    int64_t v = 0;
+    size_t i;
+
+    if (neg)
+        p++;
+    if (q - p == 0 || q - p > EVL__RESP_DIGITS_MAX)
+        return 0;
+    if (buf[p] == '0' && (q - p != 1 || neg))
+        return 0;
+    for (i = p; i < q; i++) {
+        if (buf[i] < '0' || buf[i] > '9')
+            return 0;
+        v = v * 10 + (int64_t)(buf[i] - '0'); /* < 10^18: no overflow */
+    }
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* Reads the count line at buf[p], whose '*' or '$' the caller has checked.
+ * Returns 1 with the count in *value and the offset past its CRLF in *next;
+ * 0 if its CRLF has not arrived yet; -1 if it is longer than 32 bytes, CRLF
+ * included; -2 if the count is not a plain decimal. */
+static int evl__resp_header(const uint8_t *buf, size_t p, size_t end,
+                            size_t *next, int64_t *value)
+{
+    size_t i = evl__resp_line_end(buf, p, end);
+
+    if (i == end)
+        return end - p >= EVL__RESP_LINE_MAX ? -1 : 0;
+    if (!evl__resp_count(buf, p + 1, i, value))
+        return -2;
+    *next = i + 2;
+    return 1;
+}
+
+long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
+                   uint64_t max_bulk_len, uint64_t max_multibulk_len,
+                   uint64_t large, uint32_t *argcs, size_t max_cmds,
+                   uint32_t *offs, uint32_t *lens, size_t max_args,
+                   size_t *pos_out, int *stop_out, int *err_out,
+                   size_t *at_out)
+{
+    size_t cmd = start; /* where the command being scanned begins */
+    size_t at = start;  /* where the line or byte being checked begins */
+    size_t ncmds = 0;
+    size_t nargs = 0;
+    int stop = EVL_RESP_END;
+    int err = EVL_RESP_E_NONE;
+
+    if ((buf == NULL && len != 0) || start > end || end > len ||
+        max_cmds > (size_t)LONG_MAX || max_args > (size_t)UINT32_MAX ||
+        pos_out == NULL || stop_out == NULL || err_out == NULL ||
+        at_out == NULL || (max_cmds != 0 && argcs == NULL) ||
+        (max_args != 0 && (offs == NULL || lens == NULL)))
+        return -1;
+
+    /* Every way out of this loop leaves stop at EVL_RESP_END (incomplete)
+     * unless it says otherwise, and err set when a rule was broken. */
+    for (;;) {
+        size_t p = cmd;
+        int64_t count;
+        int64_t k;
+        int r;
+
+        if (p == end)
+            break;
+        if (ncmds == max_cmds) {
+            stop = EVL_RESP_LIMIT;
+            break;
+        }
+        if (buf[p] != '*') {
+            stop = EVL_RESP_INLINE;
+            break;
+        }
+        at = p;
+        r = evl__resp_header(buf, p, end, &p, &count);
+        if (r != 1) {
+            err = r == -1   ? EVL_RESP_E_MBULK_LINE
+                  : r == -2 ? EVL_RESP_E_MBULK_LEN
+                            : EVL_RESP_E_NONE;
+            break;
+        }
+        if (count <= 0) {
+            cmd = p; /* An empty command: skipped, as Redis does. */
+            continue;
+        }
+        if ((uint64_t)count > max_multibulk_len) {
+            err = EVL_RESP_E_MBULK_LEN;
+            break;
+        }
+        if ((uint64_t)count > (uint64_t)(max_args - nargs)) {
+            stop = EVL_RESP_LIMIT;
+            break;
+        }
+        for (k = 0; k < count; k++) {
+            int64_t blen;
+            size_t n;
+
+            if (p == end)
+                goto done;
+            at = p;
+            if (buf[p] != '$') {
+                err = EVL_RESP_E_DOLLAR;
+                goto done;
+            }
+            r = evl__resp_header(buf, p, end, &p, &blen);
+            if (r != 1 || blen < 0 || (uint64_t)blen > max_bulk_len) {
+                err = r == 0 ? EVL_RESP_E_NONE
+                      : r == -1 ? EVL_RESP_E_BULK_LINE
+                                : EVL_RESP_E_BULK_LEN;
+                goto done;
+            }
+            if ((uint64_t)blen >= large) {
+                stop = EVL_RESP_LARGE;
+                goto done;
+            }
+            /* Comparing blen with what is left, rather than computing
+             * p + blen + 2, cannot overflow. */
+            if ((uint64_t)blen > (uint64_t)(end - p) ||
+                (uint64_t)(end - p) - (uint64_t)blen < 2)
+                goto done;
+            n = (size_t)blen;
+            if (buf[p + n] != '\r' || buf[p + n + 1] != '\n') {
+                err = EVL_RESP_E_CRLF;
+                at = p + n;
+                goto done;
+            }
+            /* The offsets are 32-bit and relative to start; a command that
+             * ends beyond what they express waits for the next call. */
+            if ((uint64_t)(p - start) + n > (uint64_t)UINT32_MAX) {
+                stop = EVL_RESP_LIMIT;
+                goto done;
+            }
+            offs[nargs + (size_t)k] = (uint32_t)(p - start);
+            lens[nargs + (size_t)k] = (uint32_t)n;
+            p += n + 2;
+        }
+        argcs[ncmds++] = (uint32_t)count;
+        nargs += (size_t)count;
+        cmd = p;
+    }
+done:
+    if (err != EVL_RESP_E_NONE)
+        stop = EVL_RESP_ERROR;
+    *pos_out = cmd;
+    *stop_out = stop;
+    *err_out = err;
+    *at_out = err == EVL_RESP_E_NONE ? cmd : at;
+    return (long)ncmds;
+}

@@ -80,3 +80,56 @@ int evl_decode_header(const uint8_t *buf, size_t len, size_t pos,
 long evl_encode_frames(uint8_t *dst, size_t cap, uint16_t chan,
                        const uint8_t *src, size_t src_len,
                        const uint32_t *lens, size_t n);
+
+/* RESP, the Redis protocol: the scan behind evloop.resp.RespParser's fast
+ * path.  A request is an array of bulk strings, "*<n>\r\n" then n times
+ * "$<len>\r\n<len bytes>\r\n"; counts are plain decimals (an optional '-',
+ * 1 to 18 digits, no leading zero) on a line of at most 32 bytes counting
+ * its '*' or '$' and its CRLF. */
+
+/* Why evl_resp_scan() stopped where it did. */
+enum evl_resp_stop {
+    EVL_RESP_END = 0,    /* nothing is left at *pos_out, or an incomplete command */
+    EVL_RESP_LIMIT = 1,  /* max_cmds stored, or the next command's arguments do
+                          * not fit what is left of max_args or of the 32-bit
+                          * offsets */
+    EVL_RESP_INLINE = 2, /* the command at *pos_out does not start with '*' */
+    EVL_RESP_LARGE = 3,  /* the command at *pos_out has a bulk of `large` bytes
+                          * or more (its header is valid; its body may not be
+                          * here yet) */
+    EVL_RESP_ERROR = 4   /* the command at *pos_out breaks a rule (*err_out) */
+};
+
+/* Which rule a command broke, for EVL_RESP_ERROR; Redis' message for each. */
+enum evl_resp_error {
+    EVL_RESP_E_NONE = 0,
+    EVL_RESP_E_MBULK_LINE = 1, /* "too big mbulk count string" */
+    EVL_RESP_E_MBULK_LEN = 2,  /* "invalid multibulk length" */
+    EVL_RESP_E_DOLLAR = 3,     /* "expected '$', got '<byte at *at_out>'" */
+    EVL_RESP_E_BULK_LINE = 4,  /* "too big bulk count string" */
+    EVL_RESP_E_BULK_LEN = 5,   /* "invalid bulk length" */
+    EVL_RESP_E_CRLF = 6        /* "expected CRLF after a bulk string" */
+};
+
+/* Scans buf[start:end] for whole multibulk commands, up to max_cmds commands
+ * holding up to max_args arguments in all.  For command i it stores its
+ * argument count in argcs[i]; its arguments follow those of the commands
+ * before it in offs and lens, as the offset of the first byte relative to
+ * start and the length.  argcs must hold max_cmds entries, offs and lens
+ * max_args (at most UINT32_MAX).  An empty command ("*0", "*-1", any count
+ * below 1) is skipped, as Redis skips it.  Checks are made in the order
+ * Redis makes them, so an error is found at the same byte whether or not
+ * the rest of its command has arrived; a bulk length must be at most
+ * max_bulk_len, a count at most max_multibulk_len.  *pos_out receives the
+ * absolute offset just past the last command stored or skipped (start if
+ * none), *stop_out why the scan stopped there (enum evl_resp_stop),
+ * *err_out the rule broken (enum evl_resp_error; EVL_RESP_E_NONE unless
+ * EVL_RESP_ERROR) and *at_out the absolute offset of the offending line or
+ * byte (*pos_out unless EVL_RESP_ERROR).  Returns the number of commands
+ * stored, or -1 for bad arguments (then nothing is written). */
+long evl_resp_scan(const uint8_t *buf, size_t len, size_t start, size_t end,
+                   uint64_t max_bulk_len, uint64_t max_multibulk_len,
+                   uint64_t large, uint32_t *argcs, size_t max_cmds,
+                   uint32_t *offs, uint32_t *lens, size_t max_args,
+                   size_t *pos_out, int *stop_out, int *err_out,
+                   size_t *at_out);

@@ -710,6 +710,268 @@ static void test_batch_bad_args(void)
     CHECK(pos == 0 && need == 0 && stop == EVL_STOP_LIMIT);
 }
 
+/* --- RESP ------------------------------------------------------------------ */
+
+struct resp {
+    long n;
+    uint32_t argcs[64];
+    uint32_t offs[256];
+    uint32_t lens[256];
+    size_t pos, at;
+    int stop, err;
+};
+
+/* Scans a private exact-size copy of text[0:len] from start to end. */
+static struct resp resp_scan(const char *text, size_t len, size_t start,
+                             size_t end, uint64_t max_bulk, uint64_t max_mbulk,
+                             uint64_t large, size_t max_cmds, size_t max_args)
+{
+    struct resp r;
+    uint8_t *buf = exact_copy(text, len);
+
+    memset(&r, 0, sizeof r);
+    r.n = evl_resp_scan(buf, len, start, end, max_bulk, max_mbulk, large,
+                        r.argcs, max_cmds, r.offs, r.lens, max_args, &r.pos,
+                        &r.stop, &r.err, &r.at);
+    free(buf);
+    return r;
+}
+
+/* The whole of text, with Redis' default bounds and room for everything. */
+static struct resp resp_all(const char *text)
+{
+    size_t len = strlen(text);
+    return resp_scan(text, len, 0, len, 512u << 20, 1u << 20, 65536, 64, 256);
+}
+
+static int resp_error(const char *text, int err, size_t at)
+{
+    struct resp r = resp_all(text);
+    return r.n == 0 && r.stop == EVL_RESP_ERROR && r.err == err && r.at == at &&
+           r.pos == 0;
+}
+
+static void test_resp_basic(void)
+{
+    static const char two[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI\0G\r\n";
+    size_t len = sizeof two - 1;
+    struct resp r = resp_scan(two, len, 0, len, 1000, 1000, 1000, 64, 256);
+
+    CHECK(r.n == 2 && r.argcs[0] == 2 && r.argcs[1] == 1);
+    CHECK(r.offs[0] == 8 && r.lens[0] == 3 && r.offs[1] == 17 && r.lens[1] == 1);
+    CHECK(r.offs[2] == 28 && r.lens[2] == 4 && memcmp(two + 28, "PI\0G", 4) == 0);
+    CHECK(r.pos == len && r.stop == EVL_RESP_END && r.err == EVL_RESP_E_NONE &&
+          r.at == len);
+
+    /* Offsets are relative to start; empty commands are skipped. */
+    r = resp_scan("xx*0\r\n*-1\r\n*1\r\n$0\r\n\r\n", 21, 2, 21, 9, 9, 9, 4, 4);
+    CHECK(r.n == 1 && r.argcs[0] == 1 && r.offs[0] == 17 && r.lens[0] == 0);
+    CHECK(r.pos == 21 && r.stop == EVL_RESP_END);
+    r = resp_all("*0\r\n*-7\r\n");
+    CHECK(r.n == 0 && r.pos == 9 && r.stop == EVL_RESP_END);
+
+    /* Every prefix: the whole commands in it, stopped at the next one. */
+    for (size_t cut = 0; cut <= len; cut++) {
+        r = resp_scan(two, cut, 0, cut, 1000, 1000, 1000, 64, 256);
+        CHECK(r.stop == EVL_RESP_END && r.err == EVL_RESP_E_NONE);
+        CHECK(r.n == (cut < 20 ? 0 : cut < len ? 1 : 2));
+        CHECK(r.pos == (cut < 20 ? 0 : cut < len ? 20 : len));
+    }
+
+    /* Inline, large, limits. */
+    r = resp_all("*1\r\n$1\r\na\r\nPING\r\n");
+    CHECK(r.n == 1 && r.pos == 11 && r.stop == EVL_RESP_INLINE);
+    r = resp_scan("*1\r\n$5\r\nabcde\r\n", 15, 0, 15, 10, 10, 5, 4, 4);
+    CHECK(r.n == 0 && r.pos == 0 && r.stop == EVL_RESP_LARGE);
+    r = resp_scan("*1\r\n$5\r\nab", 10, 0, 10, 10, 10, 5, 4, 4);
+    CHECK(r.n == 0 && r.pos == 0 && r.stop == EVL_RESP_LARGE);
+    r = resp_scan("*1\r\n$5\r\nabcde\r\n", 15, 0, 15, 10, 10, 6, 4, 4);
+    CHECK(r.n == 1 && r.stop == EVL_RESP_END);
+    r = resp_scan("*1\r\n$1\r\na\r\n*1\r\n$1\r\nb\r\n", 22, 0, 22, 9, 9, 9, 1, 4);
+    CHECK(r.n == 1 && r.pos == 11 && r.stop == EVL_RESP_LIMIT);
+    r = resp_scan("*1\r\n$1\r\na\r\n*2\r\n$1\r\nb\r\n", 22, 0, 22, 9, 9, 9, 4, 2);
+    CHECK(r.n == 1 && r.pos == 11 && r.stop == EVL_RESP_LIMIT);
+    r = resp_scan("*1\r\n$1\r\na\r\n", 11, 0, 11, 9, 9, 9, 0, 0);
+    CHECK(r.n == 0 && r.pos == 0 && r.stop == EVL_RESP_LIMIT);
+    r = resp_scan("", 0, 0, 0, 9, 9, 9, 0, 0);
+    CHECK(r.n == 0 && r.pos == 0 && r.stop == EVL_RESP_END);
+}
+
+static void test_resp_rules(void)
+{
+    struct resp r;
+
+    CHECK(resp_error("*2\r\n$3\r\nGET\r\n:1\r\n", EVL_RESP_E_DOLLAR, 13));
+    CHECK(resp_error("*2\r\n$3\r\nGET\r\n:", EVL_RESP_E_DOLLAR, 13));
+    CHECK(resp_error("*x\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*+1\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*-\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*-0\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*01\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*1 \r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*1\r\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*2000000\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*1\r\n$-1\r\n", EVL_RESP_E_BULK_LEN, 4));
+    CHECK(resp_error("*1\r\n$01\r\nx\r\n", EVL_RESP_E_BULK_LEN, 4));
+    CHECK(resp_error("*1\r\n$536870913\r\n", EVL_RESP_E_BULK_LEN, 4));
+    CHECK(resp_error("*1\r\n$3\r\nabcXY", EVL_RESP_E_CRLF, 11));
+    CHECK(resp_error("*1\r\n$3\r\nabc\rY", EVL_RESP_E_CRLF, 11));
+    CHECK(resp_error("*1\r\n$999999999999999999\r\n", EVL_RESP_E_BULK_LEN, 4));
+    CHECK(resp_error("*1\r\n$1000000000000000000\r\n", EVL_RESP_E_BULK_LEN, 4));
+    CHECK(resp_error("*9223372036854775808\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    CHECK(resp_error("*1048577\r\n", EVL_RESP_E_MBULK_LEN, 0));
+    /* The commands before an error are returned, stopped at its start. */
+    r = resp_all("*1\r\n$1\r\na\r\n*1\r\n$x\r\n");
+    CHECK(r.n == 1 && r.pos == 11 && r.stop == EVL_RESP_ERROR &&
+          r.err == EVL_RESP_E_BULK_LEN && r.at == 15);
+
+    /* A count line may be 32 bytes long, CRLF included, and no longer. */
+    r = resp_all("*00000000000000000000000000001\r\n");
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_MBULK_LEN);
+    r = resp_all("*000000000000000000000000000001\r\n");
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_MBULK_LINE && r.at == 0);
+    r = resp_all("*000000000000000000000000000000");
+    CHECK(r.stop == EVL_RESP_END && r.pos == 0); /* 31 bytes: may still end */
+    r = resp_all("*0000000000000000000000000000000");
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_MBULK_LINE);
+    r = resp_all("*1\r\n$0000000000000000000000000000000");
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_BULK_LINE && r.at == 4);
+    r = resp_all("*1\r\n$000000000000000000000000000000");
+    CHECK(r.stop == EVL_RESP_END);
+
+    /* Bounds at their limits: equal passes, one more fails. */
+    r = resp_scan("*2\r\n$3\r\nabc\r\n", 13, 0, 13, 3, 2, 4, 4, 4);
+    CHECK(r.stop == EVL_RESP_END && r.n == 0 && r.err == EVL_RESP_E_NONE);
+    r = resp_scan("*3\r\n", 4, 0, 4, 3, 2, 4, 4, 4);
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_MBULK_LEN);
+    r = resp_scan("*1\r\n$4\r\n", 8, 0, 8, 3, 2, 9, 4, 4);
+    CHECK(r.stop == EVL_RESP_ERROR && r.err == EVL_RESP_E_BULK_LEN);
+    r = resp_scan("*1\r\n$999999999999999999\r\n", 25, 0, 25, UINT64_MAX,
+                  UINT64_MAX, UINT64_MAX, 4, 4);
+    CHECK(r.stop == EVL_RESP_END && r.err == EVL_RESP_E_NONE);
+    r = resp_scan("*1\r\n$999999999999999999\r\n", 25, 0, 25, UINT64_MAX,
+                  UINT64_MAX, 0, 4, 4);
+    CHECK(r.stop == EVL_RESP_LARGE);
+}
+
+static void test_resp_bad_args(void)
+{
+    uint8_t buf[4] = {'*', '0', '\r', '\n'};
+    uint32_t argcs[1], offs[1], lens[1];
+    size_t pos = 77, at = 77;
+    int stop = 77, err = 77;
+
+    CHECK(evl_resp_scan(buf, 4, 3, 2, 9, 9, 9, argcs, 1, offs, lens, 1, &pos,
+                        &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(buf, 4, 0, 5, 9, 9, 9, argcs, 1, offs, lens, 1, &pos,
+                        &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(NULL, 4, 0, 4, 9, 9, 9, argcs, 1, offs, lens, 1, &pos,
+                        &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(buf, 4, 0, 4, 9, 9, 9, NULL, 1, offs, lens, 1, &pos,
+                        &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(buf, 4, 0, 4, 9, 9, 9, argcs, 1, offs, NULL, 1, &pos,
+                        &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(buf, 4, 0, 4, 9, 9, 9, argcs, 1, offs, lens,
+                        (size_t)UINT32_MAX + 1, &pos, &stop, &err, &at) == -1);
+    CHECK(evl_resp_scan(buf, 4, 0, 4, 9, 9, 9, argcs, 1, offs, lens, 1, &pos,
+                        &stop, NULL, &at) == -1);
+    CHECK(pos == 77 && stop == 77 && err == 77 && at == 77);
+    CHECK(evl_resp_scan(NULL, 0, 0, 0, 9, 9, 9, NULL, 0, NULL, NULL, 0, &pos,
+                        &stop, &err, &at) == 0);
+    CHECK(pos == 0 && stop == EVL_RESP_END && err == EVL_RESP_E_NONE && at == 0);
+}
+
+/* Appends a random, mostly valid, RESP request to buf[*n:cap]. */
+static void resp_random_command(uint8_t *buf, size_t *n, size_t cap)
+{
+    char tmp[48];
+    size_t argc = (size_t)rng_below(5);
+    int k;
+
+    if (rng_below(8) == 0) { /* an inline command or stray bytes */
+        k = snprintf(tmp, sizeof tmp, "PING\r\n");
+    } else if (rng_below(10) == 0) {
+        static const char *counts[] = {"0", "-1", "x", "01", "-0", "",
+                                       "1048577", "99999999999999999999"};
+        k = snprintf(tmp, sizeof tmp, "*%s\r\n", counts[rng_below(8)]);
+    } else {
+        k = snprintf(tmp, sizeof tmp, "*%zu\r\n", argc == 0 ? 1 : argc);
+    }
+    if ((size_t)k > cap - *n)
+        return;
+    memcpy(buf + *n, tmp, (size_t)k);
+    *n += (size_t)k;
+    for (size_t a = 0; a < argc; a++) {
+        size_t blen = (size_t)rng_below(rng_below(4) == 0 ? 80 : 6);
+        k = snprintf(tmp, sizeof tmp, rng_below(30) == 0 ? "$%zu\r" : "$%zu\r\n", blen);
+        if ((size_t)k + blen + 2 > cap - *n)
+            return;
+        memcpy(buf + *n, tmp, (size_t)k);
+        *n += (size_t)k;
+        for (size_t i = 0; i < blen; i++)
+            buf[(*n)++] = (uint8_t)rng_next();
+        buf[(*n)++] = rng_below(40) == 0 ? 'X' : '\r';
+        buf[(*n)++] = '\n';
+    }
+}
+
+/* Random request streams, mutated and cut anywhere: the scan never reads
+ * outside buf[start:end] (the buffer is allocated at exactly end bytes), every
+ * argument it reports is a bulk body framed as the protocol says, and the
+ * same scan of a prefix ending at *pos_out gives the same commands. */
+static void fuzz_resp(void)
+{
+    uint8_t tmp[600];
+    size_t n = 0, start, end, pos, pos2, at, at2, k = 0, nargs = 0;
+    size_t max_cmds = (size_t)rng_below(20), max_args = (size_t)rng_below(40);
+    uint64_t large = rng_below(3) == 0 ? UINT64_MAX : rng_below(100);
+    uint64_t max_bulk = rng_below(2) ? UINT64_MAX : rng_below(100);
+    uint64_t max_mbulk = rng_below(2) ? UINT64_MAX : rng_below(6);
+    uint32_t argcs[20], argcs2[20], offs[40], offs2[40], lens[40], lens2[40];
+    int stop, stop2, err, err2;
+    uint8_t *buf;
+    long r, r2;
+
+    while (n < sizeof tmp - 100 && rng_below(6) != 0)
+        resp_random_command(tmp, &n, sizeof tmp);
+    if (n > 0 && rng_below(3) == 0)
+        tmp[rng_below(n)] = (uint8_t)rng_next(); /* one random byte */
+    end = (size_t)rng_below(n + 1);
+    if (rng_below(3) == 0)
+        end = n;
+    start = rng_below(4) == 0 ? (size_t)rng_below(end + 1) : 0;
+    buf = exact_copy(tmp, end);
+
+    r = evl_resp_scan(buf, end, start, end, max_bulk, max_mbulk, large, argcs,
+                      max_cmds, offs, lens, max_args, &pos, &stop, &err, &at);
+    FUZZ_CHECK(r >= 0 && (size_t)r <= max_cmds);
+    FUZZ_CHECK(start <= pos && pos <= end && stop >= 0 && stop <= EVL_RESP_ERROR);
+    FUZZ_CHECK((err != EVL_RESP_E_NONE) == (stop == EVL_RESP_ERROR));
+    FUZZ_CHECK(err == EVL_RESP_E_NONE ? at == pos : (at >= pos && at < end));
+    FUZZ_CHECK(stop != EVL_RESP_INLINE || (pos < end && buf[pos] != '*'));
+    for (long c = 0; c < r; c++) {
+        FUZZ_CHECK(argcs[c] >= 1 && argcs[c] <= max_mbulk);
+        for (uint32_t a = 0; a < argcs[c]; a++, k++) {
+            size_t o = start + offs[k];
+            FUZZ_CHECK(k < max_args && lens[k] <= max_bulk && lens[k] < large);
+            FUZZ_CHECK(o >= start + 4 && o + lens[k] + 2 <= pos);
+            FUZZ_CHECK(buf[o - 2] == '\r' && buf[o - 1] == '\n');
+            FUZZ_CHECK(buf[o + lens[k]] == '\r' && buf[o + lens[k] + 1] == '\n');
+        }
+    }
+    nargs = k;
+    /* Scanning only up to pos finds the same commands and stops there. */
+    r2 = evl_resp_scan(buf, end, start, pos, max_bulk, max_mbulk, large, argcs2,
+                       max_cmds, offs2, lens2, max_args, &pos2, &stop2, &err2, &at2);
+    FUZZ_CHECK(r2 == r && pos2 == pos && err2 == EVL_RESP_E_NONE);
+    FUZZ_CHECK(stop2 == EVL_RESP_END || (stop2 == EVL_RESP_LIMIT && stop == EVL_RESP_LIMIT));
+    FUZZ_CHECK(memcmp(argcs, argcs2, (size_t)r * sizeof *argcs) == 0);
+    FUZZ_CHECK(memcmp(offs, offs2, nargs * sizeof *offs) == 0);
+    FUZZ_CHECK(memcmp(lens, lens2, nargs * sizeof *lens) == 0);
+    free(buf);
+}
+
 int main(int argc, char **argv)
 {
     unsigned long iterations = 200000;
@@ -730,6 +992,9 @@ int main(int argc, char **argv)
     test_headers();
     test_encode_frames();
     test_batch_bad_args();
+    test_resp_basic();
+    test_resp_rules();
+    test_resp_bad_args();
     if (evl__failures != 0) {
         fprintf(stderr, "%lu unit check(s) failed\n", evl__failures);
         return 1;
@@ -739,6 +1004,7 @@ int main(int argc, char **argv)
     for (fuzz_iter = 0; fuzz_iter < iterations; fuzz_iter++) {
         fuzz_scan();
         fuzz_batch();
+        fuzz_resp();
         if (fuzz_iter % 4 == 0) {
             fuzz_find_delim();
             fuzz_encode_frames();

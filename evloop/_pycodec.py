@@ -7,6 +7,11 @@
 # hypothesis test feeds both the same byte streams. It is always importable,
 # so evloop works (more slowly) where the C extension was not built.
 #
+# scan_resp() is the twin of evl_resp_scan: whole RESP multibulk commands in
+# a buffer, as argument offsets, with RespParser's bounds. RespParser itself
+# uses it only through C (see evloop/resp.py); this twin is what the C is
+# tested against.
+#
 # Buffers are any C-contiguous bytes-like object; offsets are absolute indexes
 # into it, in bytes. Nothing here keeps a reference to a buffer after it
 # returns, so a caller's bytearray can be resized freely between calls.
@@ -22,6 +27,8 @@ BytesLike = bytes | bytearray | memoryview
 ScanResult = tuple[list[int], list[int], list[int], int, int]
 # scan_batch: (chans, starts, ends, pos, need, stop)
 BatchResult = tuple[list[int], list[int], list[int], int, int, int]
+# scan_resp: (argcs, offs, lens, pos, stop, err, at)
+RespScanResult = tuple[list[int], list[int], list[int], int, int, int, int]
 
 HEADER_SIZE = 6
 DEFAULT_MAX_LEN = 64 << 20
@@ -33,6 +40,24 @@ STOP_END = 0
 STOP_LIMIT = 1
 STOP_LARGE = 2
 STOP_BAD = 3
+
+# Why scan_resp() stopped (C's enum evl_resp_stop), and which rule a command
+# broke (enum evl_resp_error).
+RESP_END = 0
+RESP_LIMIT = 1
+RESP_INLINE = 2
+RESP_LARGE = 3
+RESP_ERROR = 4
+RESP_E_NONE = 0
+RESP_E_MBULK_LINE = 1
+RESP_E_MBULK_LEN = 2
+RESP_E_DOLLAR = 3
+RESP_E_BULK_LINE = 4
+RESP_E_BULK_LEN = 5
+RESP_E_CRLF = 6
+MAX_U64 = (1 << 64) - 1
+# A count line, its '*' or '$' and its CRLF included, is at most this long.
+RESP_LINE_MAX = 32
 
 _HEADER = struct.Struct(">HI")
 _pack = _HEADER.pack
@@ -208,3 +233,152 @@ def decode_header(buf: BytesLike, pos: int) -> tuple[int, int]:
     if not 0 <= pos <= len(buf) - HEADER_SIZE:
         raise ValueError(f"need 6 header bytes at {pos}, buffer holds {len(buf)}")
     return _unpack_from(buf, pos)
+
+
+def _resp_count(line: bytes) -> int | None:
+    # Redis' string2ll: an optional '-', then 1 to 18 digits without a leading
+    # zero ("0" is fine, "-0" is not); None for anything else.
+    digits = line[1:] if line[:1] == b"-" else line
+    if not digits.isdigit() or len(digits) > 18:
+        return None
+    if digits[:1] == b"0" and (len(digits) != 1 or len(line) != 1):
+        return None
+    return int(line)
+
+
+def _resp_header(buf: BytesLike, p: int, end: int) -> tuple[int, int, int]:
+    # The count line at buf[p], its '*' or '$' checked by the caller (C's
+    # evl__resp_header): (1, offset past its CRLF, count); (0, ...) if its
+    # CRLF has not arrived; (-1, ...) if it is longer than RESP_LINE_MAX;
+    # (-2, ...) if the count is not a plain decimal. A copy of the line's
+    # window serves bytes, bytearray and memoryview alike.
+    window = bytes(buf[p : min(p + RESP_LINE_MAX, end)])
+    j = window.find(b"\r\n")
+    if j < 0:
+        return (-1 if end - p >= RESP_LINE_MAX else 0), p, 0
+    count = _resp_count(window[1:j])
+    if count is None:
+        return -2, p, 0
+    return 1, p + j + 2, count
+
+
+def check_resp_scan(
+    n: int,
+    start: int,
+    end: int,
+    max_bulk_len: int,
+    max_multibulk_len: int,
+    large: int,
+    max_cmds: int,
+    max_args: int,
+) -> None:
+    """scan_resp()'s argument checks (the C wrapper makes them too)."""
+    if not 0 <= start <= end <= n:
+        raise ValueError(f"need 0 <= start <= end <= len(buf), got {start}, {end}, {n}")
+    if not (
+        0 <= max_bulk_len <= MAX_U64 and 0 <= max_multibulk_len <= MAX_U64 and 0 <= large <= MAX_U64
+    ):
+        raise ValueError(f"max_bulk_len, max_multibulk_len and large must be in 0..{MAX_U64}")
+    if max_cmds < 0:
+        raise ValueError(f"max_cmds must be >= 0, got {max_cmds}")
+    if not 0 <= max_args <= MAX_LENGTH:
+        raise ValueError(f"max_args must be in 0..{MAX_LENGTH}, got {max_args}")
+
+
+def scan_resp(
+    buf: BytesLike,
+    start: int,
+    end: int,
+    max_bulk_len: int,
+    max_multibulk_len: int,
+    large: int,
+    max_cmds: int,
+    max_args: int,
+) -> RespScanResult:
+    """Find the whole RESP multibulk commands in `buf[start:end]`, up to
+    `max_cmds` commands holding up to `max_args` arguments in all: the scan
+    behind RespParser's fast path (see evl_resp_scan in csrc/evl_codec.h).
+
+    Returns `(argcs, offs, lens, pos, stop, err, at)`: per command its
+    argument count; per argument, command after command, its offset relative
+    to `start` and its length; `pos`, the absolute offset past the last
+    command stored or skipped (empty ones are skipped); `stop`, why the scan
+    stopped there (RESP_END, RESP_LIMIT, RESP_INLINE, RESP_LARGE for a bulk
+    of `large` bytes or more, RESP_ERROR); `err`, the rule broken (RESP_E_*,
+    RESP_E_NONE unless RESP_ERROR); `at`, the absolute offset of the
+    offending line or byte (`pos` unless RESP_ERROR).
+    """
+    buf = _as_bytes(buf)
+    check_resp_scan(
+        len(buf), start, end, max_bulk_len, max_multibulk_len, large, max_cmds, max_args
+    )
+    argcs: list[int] = []
+    offs: list[int] = []
+    lens: list[int] = []
+    cmd = at = start
+    stop = RESP_END
+    err = RESP_E_NONE
+    while True:
+        p = cmd
+        if p == end:
+            stop = RESP_END
+            break
+        if len(argcs) == max_cmds:
+            stop = RESP_LIMIT
+            break
+        if buf[p] != 0x2A:  # '*'
+            stop = RESP_INLINE
+            break
+        r, p, count = _resp_header(buf, p, end)
+        if r != 1:
+            if r < 0:
+                stop, err, at = RESP_ERROR, RESP_E_MBULK_LINE if r == -1 else RESP_E_MBULK_LEN, cmd
+            break
+        if count <= 0:
+            cmd = p  # an empty command: skipped, as Redis does
+            continue
+        if count > max_multibulk_len:
+            stop, err, at = RESP_ERROR, RESP_E_MBULK_LEN, cmd
+            break
+        if count > max_args - len(offs):
+            stop = RESP_LIMIT
+            break
+        these_offs: list[int] = []
+        these_lens: list[int] = []
+        for _ in range(count):
+            if p == end:
+                stop = RESP_END
+                break
+            if buf[p] != 0x24:  # '$'
+                stop, err, at = RESP_ERROR, RESP_E_DOLLAR, p
+                break
+            r, nxt, blen = _resp_header(buf, p, end)
+            if r != 1 or blen < 0 or blen > max_bulk_len:
+                if r != 0:
+                    err = RESP_E_BULK_LINE if r == -1 else RESP_E_BULK_LEN
+                    stop, at = RESP_ERROR, p
+                break
+            p = nxt
+            if blen >= large:
+                stop = RESP_LARGE
+                break
+            if blen + 2 > end - p:
+                stop = RESP_END
+                break
+            if buf[p + blen] != 0x0D or buf[p + blen + 1] != 0x0A:
+                stop, err, at = RESP_ERROR, RESP_E_CRLF, p + blen
+                break
+            if p - start + blen > MAX_LENGTH:
+                stop = RESP_LIMIT
+                break
+            these_offs.append(p - start)
+            these_lens.append(blen)
+            p += blen + 2
+        else:
+            argcs.append(count)
+            offs += these_offs
+            lens += these_lens
+            cmd = p
+            continue
+        break
+    return argcs, offs, lens, cmd, stop, err, at if err != RESP_E_NONE else cmd

@@ -1,7 +1,9 @@
 # evloop/codec.py
 #
 # The frame codec everyone else imports: chan (u16 BE) | length (u32 BE) |
-# payload. It picks one of two implementations with identical behaviour:
+# payload; and scan_resp, the scanner for whole RESP (Redis protocol)
+# commands behind evloop.resp.RespParser's fast path. It picks one of two
+# implementations with identical behaviour:
 #
 #   c_impl   the C scanner in csrc/evl_codec.c (built by cffi as evloop._codec)
 #            behind thin Python wrappers that validate arguments and convert
@@ -38,12 +40,25 @@ from ._pycodec import (
     HEADER_SIZE,
     MAX_CHANNEL,
     MAX_LENGTH,
+    RESP_E_BULK_LEN,
+    RESP_E_BULK_LINE,
+    RESP_E_CRLF,
+    RESP_E_DOLLAR,
+    RESP_E_MBULK_LEN,
+    RESP_E_MBULK_LINE,
+    RESP_E_NONE,
+    RESP_END,
+    RESP_ERROR,
+    RESP_INLINE,
+    RESP_LARGE,
+    RESP_LIMIT,
     STOP_BAD,
     STOP_END,
     STOP_LARGE,
     STOP_LIMIT,
     BatchResult,
     BytesLike,
+    RespScanResult,
     ScanResult,
 )
 
@@ -59,6 +74,19 @@ __all__ = [
     "py_impl",
     "scan_batch",
     "scan_frames",
+    "scan_resp",
+    "RESP_END",
+    "RESP_LIMIT",
+    "RESP_INLINE",
+    "RESP_LARGE",
+    "RESP_ERROR",
+    "RESP_E_NONE",
+    "RESP_E_MBULK_LINE",
+    "RESP_E_MBULK_LEN",
+    "RESP_E_DOLLAR",
+    "RESP_E_BULK_LINE",
+    "RESP_E_BULK_LEN",
+    "RESP_E_CRLF",
     "STOP_BAD",
     "STOP_END",
     "STOP_LARGE",
@@ -235,6 +263,68 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
             pos_p[0], need_p[0], stop_p[0],
         )  # fmt: skip
 
+    c_resp = lib.evl_resp_scan
+    check_resp_scan = _pycodec.check_resp_scan
+
+    def _resp_arrays(ncmds: int, nargs: int) -> tuple[Any, ...]:
+        old = getattr(tls, "resp", None)
+        ccap = max(64, ncmds, 2 * old[0] if old is not None and ncmds > old[0] else 0)
+        acap = max(256, nargs, 2 * old[1] if old is not None and nargs > old[1] else 0)
+        arrays = (
+            ccap,
+            acap,
+            new("uint32_t[]", ccap),
+            new("uint32_t[]", acap),
+            new("uint32_t[]", acap),
+            new("size_t *"),
+            new("int *"),
+            new("int *"),
+            new("size_t *"),
+        )
+        tls.resp = arrays
+        return arrays
+
+    def scan_resp(
+        buf: BytesLike,
+        start: int,
+        end: int,
+        max_bulk_len: int,
+        max_multibulk_len: int,
+        large: int,
+        max_cmds: int,
+        max_args: int,
+    ) -> RespScanResult:
+        t = type(buf)
+        if t is not bytes and t is not bytearray:
+            buf = memoryview(buf).cast("B")
+        n = len(buf)
+        check_resp_scan(n, start, end, max_bulk_len, max_multibulk_len, large, max_cmds, max_args)
+        try:
+            ccap, acap, argcs, offs, lens, pos_p, stop_p, err_p, at_p = tls.resp
+        except AttributeError:
+            ccap, acap, argcs, offs, lens, pos_p, stop_p, err_p, at_p = _resp_arrays(
+                max_cmds, max_args
+            )
+        if max_cmds > ccap or max_args > acap:
+            ccap, acap, argcs, offs, lens, pos_p, stop_p, err_p, at_p = _resp_arrays(
+                max_cmds, max_args
+            )
+        count = c_resp(
+            buf if t is bytes else from_buffer(buf),
+            n, start, end, max_bulk_len, max_multibulk_len, large,
+            argcs, max_cmds, offs, lens, max_args, pos_p, stop_p, err_p, at_p,
+        )  # fmt: skip
+        if count <= 0:
+            if count < 0:
+                raise ValueError("evl_resp_scan() rejected its arguments")
+            return [], [], [], pos_p[0], stop_p[0], err_p[0], at_p[0]
+        cmds = unpack(argcs, count)
+        total = sum(cmds)
+        return (
+            cmds, unpack(offs, total), unpack(lens, total),
+            pos_p[0], stop_p[0], err_p[0], at_p[0],
+        )  # fmt: skip
+
     def find_delim(buf: BytesLike, start: int, end: int, delim: BytesLike) -> int:
         t = type(buf)
         if t is not bytes and t is not bytearray:
@@ -287,6 +377,7 @@ def _make_c_impl(ffi: Any, lib: Any) -> types.SimpleNamespace:
         DEFAULT_MAX_LEN=DEFAULT_MAX_LEN,
         scan_frames=scan_frames,
         scan_batch=scan_batch,
+        scan_resp=scan_resp,
         find_delim=find_delim,
         # struct is used on purpose: struct.pack takes ~0.04 us, while a cffi
         # call to evl_encode_header() plus a destination array and a bytes
@@ -321,6 +412,9 @@ IMPLEMENTATION = "python" if _impl is py_impl else "c"
 
 scan_frames: Callable[[BytesLike, int, int, int, int], ScanResult] = _impl.scan_frames
 scan_batch: Callable[[BytesLike, int, int, int, int, int], BatchResult] = _impl.scan_batch
+scan_resp: Callable[[BytesLike, int, int, int, int, int, int, int], RespScanResult] = (
+    _impl.scan_resp
+)
 find_delim: Callable[[BytesLike, int, int, BytesLike], int] = _impl.find_delim
 encode_header: Callable[[int, int], bytes] = _impl.encode_header
 encode_frames: Callable[[int, Iterable[BytesLike]], bytes] = _impl.encode_frames

@@ -6,7 +6,17 @@
 #
 # Requests are arrays of bulk strings ("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") or
 # inline lines ("PING\r\n", what telnet and redis-benchmark's PING_INLINE
-# send). The parser is a state machine that keeps its place between calls:
+# send). Between commands, the common case (whole multibulk commands already
+# in the buffer, as a pipelining client sends them) goes to the C scanner,
+# codec.scan_resp (csrc/evl_codec.c's evl_resp_scan): one call per batch of
+# commands returns their arguments' offsets, the arguments are sliced as
+# bytes from one copy of the buffer, and the batch is consumed at once. The
+# scanner enforces the bounds below with the same checks in the same order
+# and says which rule was broken, so its errors are the state machine's.
+# Whatever it stops at (a partial command, an inline line, a large bulk, a
+# command with more arguments than a batch) goes to the state machine for
+# one command, then back to the scanner. Without the C codec the state
+# machine does everything. The state machine keeps its place between calls:
 # between commands; inside an array, with the arguments parsed so far and
 # how many are left; waiting for a bulk body of known length. Bytes are
 # consumed from the Conn as soon as they are parsed, so the next call starts
@@ -32,8 +42,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+from . import codec
 from .conn import Conn
 from .errors import ReadLimitError, RespProtocolError
 
@@ -67,6 +78,32 @@ LARGE_BULK = 64 * 1024
 _COUNT_LINE_MAX = 32
 
 RespCommand = list[bytes]
+
+# The whole-command scanner: codec.scan_resp (C) when the C codec is in use.
+# The pure-Python twin does per command what the state machine does, plus
+# building its result lists, so without C the state machine alone is the
+# faster parser and is used for everything.
+_Scanner = Callable[[bytes, int, int, int, int, int, int, int], codec.RespScanResult]
+_SCANNER: _Scanner | None = codec.scan_resp if codec.IMPLEMENTATION == "c" else None
+# One scan stores at most this many commands and arguments (its output
+# arrays are allocated once per thread); a command with more arguments than
+# a batch holds goes through the state machine.
+_BATCH_CMDS = 1024
+_BATCH_ARGS = 4096
+_U63 = (1 << 63) - 1
+# The scanner's rules, in Redis' words.
+_SCAN_ERRORS = {
+    codec.RESP_E_MBULK_LINE: "too big mbulk count string",
+    codec.RESP_E_MBULK_LEN: "invalid multibulk length",
+    codec.RESP_E_BULK_LINE: "too big bulk count string",
+    codec.RESP_E_BULK_LEN: "invalid bulk length",
+    codec.RESP_E_CRLF: "expected CRLF after a bulk string",
+}
+# Where RespParser._run stopped.
+_USED_UP = 0  # the buffer is used up, or ends in an incomplete part
+_AT_INLINE = 1  # at an inline line it cannot finish (read_until's job)
+_AT_LARGE = 2  # at a large bulk body (_read_big's job)
+_ONE_DONE = 3  # one command finished, in `one` mode
 
 NULL_BULK = b"$-1\r\n"
 OK = b"+OK\r\n"
@@ -197,6 +234,10 @@ class RespParser:
         "_args", "_left", "_bulk", "_big", "_partial_line",
     )  # fmt: skip
 
+    # The scanner parse() uses between commands, None for the state machine
+    # alone; a class attribute, so a test can run the parser on either.
+    _scanner: ClassVar[_Scanner | None] = _SCANNER
+
     def __init__(
         self,
         *,
@@ -223,8 +264,11 @@ class RespParser:
     def parse(self, conn: Conn, out: list[RespCommand]) -> None:
         """See the class docstring. Raises RespProtocolError (after appending
         the commands that came before the bad bytes)."""
+        scanner = type(self)._scanner  # via the class: a plain function, not bound
         while conn.read_buffered:
             n = self._bulk
+            data: bytes | None = None  # a copy of the buffer _scan made
+            start = 0
             if n >= 0:
                 # A bulk body of known length: nothing to scan until it is all here.
                 if self._big is not None or n >= LARGE_BULK:
@@ -239,40 +283,103 @@ class RespParser:
                 if not self._inline(conn, out):
                     return
                 continue
-            if not self._run(conn, out):
+            elif scanner is not None and self._left == 0:
+                # Between commands: the whole ones go in batches through the
+                # scanner; what it leaves goes to the state machine, on the
+                # same copy of the buffer, for one command (and the inline
+                # lines after it), and then back here.
+                data, start = self._scan(conn, out, scanner)
+                if start == len(data):
+                    conn.consume(start)
+                    return
+            stopped = self._run(conn, out, scanner is not None, data, start)
+            if stopped == _USED_UP:
                 return
-            if self._left == 0 and self._bulk < 0 and conn.read_buffered:
+            if stopped == _AT_INLINE:
                 # _run stopped at an inline line it could not finish.
                 if not self._inline(conn, out):
                     return
 
-    def _run(self, conn: Conn, out: list[RespCommand]) -> bool:
-        """The fast path: parse from one copy of the buffered bytes, commands
-        and their parts, and consume what was parsed. True if it stopped at
-        something parse() handles (an inline command, a large bulk), False
-        when the buffer is used up or ends in an incomplete part."""
+    def _scan(self, conn: Conn, out: list[RespCommand], scanner: _Scanner) -> tuple[bytes, int]:
+        """The common case: every whole multibulk command at the front of the
+        buffer, found by the scanner in batches and sliced as bytes from one
+        copy of the buffer. Stops at the first thing the state machine
+        handles (a partial, inline or large command, or one with more
+        arguments than a batch) and returns the copy and where that is,
+        consuming nothing (the caller consumes once); at a protocol error it
+        consumes the commands before it and raises."""
         data = conn.read().tobytes()
         end = len(data)
         pos = 0
+        # A count has at most 18 digits, so clamping the bounds to the
+        # scanner's 64-bit range changes nothing.
+        max_bulk = min(self.max_bulk_len, _U63)
+        max_mbulk = min(self.max_multibulk_len, _U63)
+        while True:
+            argcs, offs, lens, nxt, stop, err, at = scanner(
+                data, pos, end, max_bulk, max_mbulk, LARGE_BULK, _BATCH_CMDS, _BATCH_ARGS
+            )
+            if argcs:
+                if pos:
+                    offs = [o + pos for o in offs]
+                args = [data[o : o + n] for o, n in zip(offs, lens, strict=True)]
+                if len(argcs) == 1:
+                    out.append(args)
+                else:
+                    k = 0
+                    for argc in argcs:
+                        out.append(args[k : k + argc])
+                        k += argc
+            pos = nxt
+            if stop != codec.RESP_LIMIT or not argcs:
+                break
+        if stop == codec.RESP_ERROR:
+            conn.consume(pos)
+            if err == codec.RESP_E_DOLLAR:
+                raise RespProtocolError(f"expected '$', got '{chr(data[at])}'")
+            raise RespProtocolError(_SCAN_ERRORS[err])
+        return data, pos
+
+    def _run(
+        self, conn: Conn, out: list[RespCommand], one: bool, data: bytes | None, start: int
+    ) -> int:
+        """The state machine: parse from one copy of the buffered bytes
+        (`data` if given, a copy _scan made, from `start`), commands and
+        their parts, and consume what was parsed. Returns
+        _USED_UP when the buffer is used up or ends in an incomplete part,
+        _AT_INLINE or _AT_LARGE when it stopped at something parse() handles
+        (an inline line it cannot finish, a large bulk), and, if `one`,
+        _ONE_DONE at the first multibulk command after what it finished
+        (inline lines it parses on), so that the scanner takes that one and
+        those after it."""
+        if data is None:
+            data = conn.read().tobytes()
+        end = len(data)
+        pos = start
         args = self._args
         left = self._left
         blen = self._bulk
         find = data.find
         small = _SMALL
-        more = False
+        stopped = _USED_UP
         try:
             while pos < end:
                 if left == 0:
                     if data[pos] != 42:  # not '*': an inline command
                         i = find(b"\n", pos, end)
                         if i < 0 or i - pos >= self.max_inline_len:
-                            more = True  # parse() hands it to read_until
+                            stopped = _AT_INLINE  # parse() hands it to read_until
                             break
                         inline = split_inline(data[pos:i])
                         pos = i + 1
                         if inline:
                             out.append(inline)
                         continue
+                    if one and pos != start:
+                        # A multibulk command after what this call finished:
+                        # the scanner takes it from here.
+                        stopped = _ONE_DONE
+                        break
                     i = find(b"\r\n", pos, pos + _COUNT_LINE_MAX)
                     if i < 0:
                         if end - pos >= _COUNT_LINE_MAX:
@@ -305,7 +412,7 @@ class RespParser:
                         raise RespProtocolError("invalid bulk length")
                     pos = i + 2
                     if blen >= LARGE_BULK:
-                        more = True  # parse() moves it out as it arrives
+                        stopped = _AT_LARGE  # parse() moves it out as it arrives
                         break
                 stop = pos + blen
                 if stop + 2 > end:
@@ -323,7 +430,7 @@ class RespParser:
             self._left = left
             self._bulk = blen
             conn.consume(pos)
-        return more
+        return stopped
 
     def _read_big(self, conn: Conn, out: list[RespCommand]) -> bool:
         # A large bulk body: move what has arrived out of the Conn. The memory

@@ -438,6 +438,87 @@ class CodecCases:
         finally:
             big.close()
 
+    # --- scan_resp (RespParser's fast path) ----------------------------------
+
+    def test_resp_commands_offsets_and_skips(self) -> None:
+        r = self.impl.scan_resp
+        data = b"xx*0\r\n*2\r\n$3\r\nGET\r\n$4\r\n\x00\xff\r\n\r\n*-1\r\n*1\r\n$0\r\n\r\n"
+        got = r(data, 2, len(data), 100, 100, 100, 10, 10)
+        assert got == ([2, 1], [12, 21, 40], [3, 4, 0], 44, codec.RESP_END, 0, 44)
+        argcs, offs, lens = got[:3]
+        assert [data[2 + o : 2 + o + n] for o, n in zip(offs, lens, strict=True)] == [
+            b"GET",
+            b"\x00\xff\r\n",
+            b"",
+        ]
+        # Limits stop before a command, not after the empty ones that follow.
+        assert r(data, 2, len(data), 100, 100, 100, 1, 10)[3:5] == (29, codec.RESP_LIMIT)
+        assert r(data, 2, len(data), 100, 100, 100, 10, 2)[3:5] == (34, codec.RESP_LIMIT)
+        assert r(data, 2, len(data), 100, 100, 100, 10, 1)[3:5] == (6, codec.RESP_LIMIT)
+        assert r(data, 2, len(data), 100, 100, 4, 10, 10)[3:5] == (6, codec.RESP_LARGE)
+        assert r(b"*1\r\n$1\r\na\r\nPING\r\n", 0, 17, 9, 9, 9, 9, 9) == (
+            [1],
+            [8],
+            [1],
+            11,
+            codec.RESP_INLINE,
+            0,
+            11,
+        )
+        assert r(b"", 0, 0, 9, 9, 9, 0, 0) == ([], [], [], 0, codec.RESP_END, 0, 0)
+
+    def test_resp_cut_at_every_point(self) -> None:
+        data = b"*2\r\n$3\r\nSET\r\n$2\r\n\r\n\r\n*1\r\n$1\r\n\xff\r\n"
+        for cut in range(len(data) + 1):
+            for buf in (data[:cut], bytearray(data[:cut]), memoryview(data)[:cut]):
+                got = self.impl.scan_resp(buf, 0, cut, 9, 9, 9, 9, 9)
+                n = 0 if cut < 21 else 1 if cut < len(data) else 2
+                assert got[0] == [2, 1][:n] and got[3] == [0, 21, len(data)][n], cut
+                assert got[4:] == (codec.RESP_END, 0, got[3]), cut
+
+    @pytest.mark.parametrize(
+        "data, err, at",
+        [(b"*2\r\n$3\r\nGET\r\n:", codec.RESP_E_DOLLAR, 13),
+         (b"*x\r\n", codec.RESP_E_MBULK_LEN, 0), (b"*-0\r\n", codec.RESP_E_MBULK_LEN, 0),
+         (b"*01\r\n", codec.RESP_E_MBULK_LEN, 0), (b"*\r\n", codec.RESP_E_MBULK_LEN, 0),
+         (b"*11\r\n", codec.RESP_E_MBULK_LEN, 0),
+         (b"*1\r\n$-1\r\n", codec.RESP_E_BULK_LEN, 4), (b"*1\r\n$11\r\n", codec.RESP_E_BULK_LEN, 4),
+         (b"*1\r\n$3\r\nabcXY", codec.RESP_E_CRLF, 11),
+         (b"*" + b"0" * 31, codec.RESP_E_MBULK_LINE, 0),
+         (b"*" + b"0" * 28 + b"1\r\n", codec.RESP_E_MBULK_LEN, 0),
+         (b"*1\r\n$" + b"9" * 31, codec.RESP_E_BULK_LINE, 4),
+         (b"*1\r\n$1\r\na\r\n*1\r\n$1\r\n!\r\r", codec.RESP_E_CRLF, 20)],
+    )  # fmt: skip
+    def test_resp_rules(self, data: bytes, err: int, at: int) -> None:
+        got = self.impl.scan_resp(data, 0, len(data), 10, 10, 10**6, 9, 9)
+        assert got[4:] == (codec.RESP_ERROR, err, at)
+        assert got[3] == (11 if len(got[0]) else 0)
+
+    def test_resp_counts_at_their_limits(self) -> None:
+        r = self.impl.scan_resp
+        big = b"*1\r\n$999999999999999999\r\n"
+        u64 = (1 << 64) - 1
+        assert r(big, 0, len(big), u64, u64, u64, 9, 9)[4:6] == (codec.RESP_END, 0)
+        assert r(big, 0, len(big), 10**18 - 1, u64, u64, 9, 9)[4:6] == (codec.RESP_END, 0)
+        assert r(big, 0, len(big), 10**18 - 2, u64, u64, 9, 9)[4:6] == (
+            codec.RESP_ERROR,
+            codec.RESP_E_BULK_LEN,
+        )
+        over = b"*1\r\n$1000000000000000000\r\n"
+        assert r(over, 0, len(over), u64, u64, u64, 9, 9)[5] == codec.RESP_E_BULK_LEN
+        assert r(b"*3\r\n", 0, 4, 9, 3, 9, 9, 9)[4:6] == (codec.RESP_END, 0)
+        assert r(b"*4\r\n", 0, 4, 9, 3, 9, 9, 9)[5] == codec.RESP_E_MBULK_LEN
+
+    @pytest.mark.parametrize(
+        "args",
+        [(-1, 5, 9, 9, 9, 9, 9), (3, 2, 9, 9, 9, 9, 9), (0, 11, 9, 9, 9, 9, 9),
+         (0, 5, -1, 9, 9, 9, 9), (0, 5, 9, 1 << 64, 9, 9, 9), (0, 5, 9, 9, -1, 9, 9),
+         (0, 5, 9, 9, 9, -1, 9), (0, 5, 9, 9, 9, 9, -1), (0, 5, 9, 9, 9, 9, MAX32 + 1)],
+    )  # fmt: skip
+    def test_resp_bad_arguments(self, args: tuple[int, ...]) -> None:
+        with pytest.raises(ValueError):
+            self.impl.scan_resp(b"*0\r\n*0\r\n", *args)
+
 
 class TestPython(CodecCases):
     impl = codec.py_impl
@@ -738,3 +819,109 @@ def test_fuzz_random_bytes_identical(seed: int) -> None:
             chan = rng.randrange(1 << 16)
             outs = {i.encode_frames(chan, cut) for i in impls}
             assert len(outs) == 1
+
+
+# --- RESP: both scanners on the same streams ----------------------------------
+
+
+def resp_cmd(args: list[bytes]) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+@st.composite
+def resp_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes], tuple[int, ...]]:
+    parts = []
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.sampled_from(["cmd", "cmd", "cmd", "inline", "empty", "junk"]))
+        if kind == "cmd":
+            parts.append(resp_cmd(draw(st.lists(st.binary(max_size=40), min_size=1, max_size=5))))
+        elif kind == "inline":
+            parts.append(b"PING\r\n")
+        elif kind == "empty":
+            parts.append(draw(st.sampled_from([b"*0\r\n", b"*-1\r\n"])))
+        else:
+            parts.append(draw(st.binary(max_size=40)))
+    data = b"".join(parts)
+    if data and draw(st.booleans()):
+        i = draw(st.integers(0, len(data) - 1))
+        data = data[:i] + bytes([draw(st.integers(0, 255))]) + data[i + 1 :]
+    if draw(st.booleans()):
+        chunks = [data[i : i + 1] for i in range(len(data))]
+    else:
+        cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
+        bounds = [0, *cuts, len(data)]
+        chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    limits = (
+        draw(st.sampled_from([0, 3, 40, 512 << 20])),  # max_bulk_len
+        draw(st.sampled_from([1, 3, 1 << 20])),  # max_multibulk_len
+        draw(st.sampled_from([0, 5, 41, 1 << 16])),  # large
+        draw(st.sampled_from([0, 1, 2, 64])),  # max_cmds
+        draw(st.sampled_from([0, 1, 4, 256])),  # max_args
+    )
+    return data, chunks, limits
+
+
+def read_resp(impl: object, chunks: list[bytes], limits: tuple[int, ...]) -> list[tuple]:
+    """A reader like RespParser's fast path: append, scan from where the last
+    scan stopped, keep whole commands, stop at anything else."""
+    buf = bytearray()
+    pos = 0
+    log: list[tuple] = []
+    for chunk in chunks:
+        buf += chunk
+        while True:
+            argcs, offs, lens, nxt, stop, err, at = impl.scan_resp(buf, pos, len(buf), *limits)
+            log.append(("scan", argcs, offs, lens, nxt, stop, err, at))
+            pos = nxt
+            if stop == codec.RESP_LIMIT and argcs:
+                continue
+            break
+        if stop in (codec.RESP_ERROR, codec.RESP_INLINE, codec.RESP_LARGE):
+            break
+    return log
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resp_streams())
+def test_resp_streams_identical_across_implementations(stream) -> None:
+    data, chunks, limits = stream
+    logs = {}
+    for param in IMPLS:
+        impl = param.values[0]
+        assert impl is not None, "C codec required but missing"
+        logs[param.id] = read_resp(impl, chunks, limits)
+    assert len({repr(v) for v in logs.values()}) == 1
+    # Whatever was cut where, the whole buffer scanned at once agrees with
+    # the commands the drip-feed found.
+    log = logs["python"]
+    found = [a for e in log for a in e[1]]
+    once = _pycodec.scan_resp(data, 0, len(data), *limits[:3], 10**6, MAX32)
+    if limits[3] and limits[4] >= 256:
+        assert found == once[0][: len(found)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_resp_fuzz_random_bytes_identical(seed: int) -> None:
+    rng = random.Random(seed)
+    impls = [p.values[0] for p in IMPLS]
+    assert all(i is not None for i in impls), "C codec required but missing"
+    alphabet = b"*$\r\n0123456789-x"
+    for _ in range(1500):
+        n = rng.randrange(0, 120)
+        if rng.random() < 0.4:
+            data = bytes(rng.choice(alphabet) for _ in range(n))
+        else:
+            args = [rng.randbytes(rng.randrange(0, 12)) for _ in range(rng.randrange(1, 4))]
+            data = b"".join(resp_cmd(args) for _ in range(rng.randrange(1, 5)))[: n + 20]
+        buf = rng.choice([bytes, bytearray, memoryview])(data)
+        end = rng.randrange(0, len(data) + 1)
+        start = rng.randrange(0, end + 1)
+        limits = (
+            rng.choice([0, 1, 5, 11, 512 << 20, (1 << 64) - 1]),
+            rng.choice([0, 1, 2, 3, 1 << 20, (1 << 64) - 1]),
+            rng.choice([0, 1, 6, 1 << 16, (1 << 64) - 1]),
+            rng.choice([0, 1, 3, 100]),
+            rng.choice([0, 1, 2, 7, 1000]),
+        )
+        results = {repr(i.scan_resp(buf, start, end, *limits)) for i in impls}
+        assert len(results) == 1, (data, start, end, limits)

@@ -157,17 +157,6 @@ def _alive(op: Op) -> bool:
     return not w.done() and (w.winner is None or w.winner is op)
 
 
-def handoff(send: Op, recv: Op) -> None:
-    """Give send's item to recv (both claimed). A deferred (remote) recv
-    completes the send itself once the peer acknowledges."""
-    recv.src = send
-    if recv.deferred:
-        complete(recv, send.value)
-    else:
-        complete(recv, send.value)
-        complete(send, None)
-
-
 def discard(q: deque[Op], op: Op) -> None:
     try:
         q.remove(op)

@@ -50,10 +50,10 @@ def _worker_entry(
     loop: Loop, pipe: Pipe, target: str, host: str, port: int, deadline: float, args: list[Any]
 ) -> None:
     """Runs in each worker (see the module header)."""
-    from .worker import _import_target
+    from .worker import import_target
 
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides
-    func = _import_target(target)
+    func = import_target(target)
     server: Server = func(loop, host, port, *args)
 
     def on_frame(chan: int, payload: Any) -> None:

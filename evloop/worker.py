@@ -45,7 +45,9 @@ from .control import CHILD_FD, CONTROL_CHANNEL, KIND_ERROR, KIND_READY, encode_e
 from .loop import Loop
 from .pipe import Pipe
 
-__all__ = ["main", "WorkerContext", "current_context", "importing_target", "MAIN_MODULE"]
+__all__ = [
+    "main", "WorkerContext", "current_context", "importing_target", "import_target", "MAIN_MODULE",
+]  # fmt: skip
 
 # How long a failing worker waits for its error report to leave.
 _FLUSH_TIMEOUT = 5.0
@@ -86,7 +88,12 @@ def importing_target() -> bool:
     return _importing
 
 
-def _import_target(name: str) -> Any:
+def import_target(name: str) -> Any:
+    """The object a target names: "package.module:attr.path", or
+    "/path/to/script.py:attr" (imported as MAIN_MODULE, so its `__main__`
+    block does not run). The one way evloop resolves targets: spawn's worker,
+    prefork and the service graph all call it, and importing_target() is
+    True while it runs. ImportError / AttributeError pass through."""
     global _importing
     mod_name, _, qual = name.rpartition(":")
     _importing = True
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def setup() -> None:
         global _context
-        func = _import_target(argv[0])
+        func = import_target(argv[0])
         args = json.loads(argv[1]) if len(argv) > 1 else []
         ctx = _context = WorkerContext(loop, pipe, argv[0], args, {"parent": pipe})
         if _wants_context(func):

@@ -235,9 +235,9 @@ class Handle(Servlet):
         self.http_in = _source(self, self.source)
         spec = self.handler_spec
         if isinstance(spec, str):
-            from ..worker import _import_target
+            from ..worker import import_target
 
-            self.handler: Handler = _import_target(spec)(self.loop)
+            self.handler: Handler = import_target(spec)(self.loop)
         else:
             self.handler = spec
 

@@ -260,7 +260,7 @@ def _instantiate(decl: ServletDecl) -> tuple[Servlet, str]:
     at = _at(decl.line)
     target = decl.target
     if isinstance(target, str):
-        from ..worker import _import_target
+        from ..worker import import_target
 
         if ":" not in target:
             raise GraphError(
@@ -268,7 +268,7 @@ def _instantiate(decl: ServletDecl) -> tuple[Servlet, str]:
                 line=decl.line,
             )
         try:
-            target = _import_target(target)
+            target = import_target(target)
         except Exception as exc:
             raise GraphError(
                 f"{at}servlet {decl.name!r}: cannot import {decl.target!r}: {exc!r}",

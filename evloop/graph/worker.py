@@ -35,7 +35,7 @@ from ..control import (
     encode_error,
 )
 from ..errors import GraphError
-from ..worker import WorkerContext, _import_target
+from ..worker import WorkerContext, import_target
 from .ports import FRAME_HEADER, OUTPUT, SHARED, PortSpec
 from .servlet import AbortHandler, Execution, Servlet
 
@@ -109,7 +109,7 @@ def run_servlet(
     `expected` is the parent's port list: checked here too, before the
     worker says it is up, so a mismatch is a boot failure (the supervisor
     gives up on it) rather than a crash that is restarted forever."""
-    cls = _import_target(target)
+    cls = import_target(target)
     servlet: Servlet = cls()
     servlet._run_init(name, args)
     _check_ports(servlet, expected)
